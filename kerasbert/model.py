@@ -1,0 +1,140 @@
+"""The classifier: KerasHub's BERT backbone and preprocessor with a
+classification head (dropout + dense) on the pooled [CLS] output.
+
+`ReviewPreprocessor` is KerasHub's `BertTextClassifierPreprocessor` with a
+choice of which tokens of a long review survive truncation, and an int32
+padding mask (`tf.distribute` cannot split bool batches across replicas).
+
+Example:
+
+>>> classifier, preprocessor = build_classifier(
+...     resolve_preset("all_minilm_l6_v2_offline"), num_classes=2, max_seq_length=64)
+>>> classifier.predict(preprocessor(["A wonderful film."]), verbose=0).shape
+(1, 2)
+"""
+
+import os
+
+import keras
+import keras_hub
+import tensorflow as tf
+
+from kerasbert.errors import KerasbertError
+
+DTYPE_POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
+
+
+@keras.saving.register_keras_serializable(package="kerasbert")
+class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
+    """Tokenize, truncate and pack single texts for BERT.
+
+    Args:
+        tokenizer: a `keras_hub.models.BertTokenizer`.
+        sequence_length: packed length, [CLS] and [SEP] included.
+        truncation: which tokens of a longer text to keep: "head" (the first),
+            "tail" (the last) or "head+tail" (the first 128, or half the
+            sequence length if smaller, and the last ones).
+
+    Example:
+
+    >>> preprocessor = ReviewPreprocessor.from_preset(
+    ...     resolve_preset("all_minilm_l6_v2_offline"), sequence_length=8, truncation="head+tail")
+    >>> preprocessor(["one two three four five six seven eight nine"])["padding_mask"].dtype
+    tf.int32
+    """
+
+    def __init__(self, tokenizer, sequence_length=512, truncation="head", **kwargs):
+        super().__init__(tokenizer, sequence_length=sequence_length, **kwargs)
+        if truncation not in ("head", "tail", "head+tail"):
+            raise ValueError(f"truncation must be head, tail or head+tail, got {truncation!r}")
+        self.truncation = truncation
+
+    def call(self, x, y=None, sample_weight=None):
+        return keras.utils.pack_x_y_sample_weight(self.tokenize_and_pack(x), y, sample_weight)
+
+    # Always a traced function: called eagerly, KerasHub tokenizers take a
+    # pure-Python path, and training, export and serving all run the
+    # TensorFlow path, so eager calls must run that same path too.
+    @tf.function(reduce_retracing=True)
+    def tokenize_and_pack(self, x):
+        x = tf.convert_to_tensor(x)
+        scalar = x.shape.rank == 0
+        token_ids = self.tokenizer(tf.reshape(x, [-1]))
+        token_ids = truncate(token_ids, self.sequence_length - 2, self.head_tokens())
+        token_ids, segment_ids = self.packer(token_ids)
+        features = {
+            "token_ids": token_ids,
+            "padding_mask": tf.cast(token_ids != self.tokenizer.pad_token_id, tf.int32),
+            "segment_ids": segment_ids,
+        }
+        if scalar:
+            features = {name: value[0] for name, value in features.items()}
+        return features
+
+    def head_tokens(self):
+        budget = self.sequence_length - 2
+        return {"head": budget, "tail": 0, "head+tail": min(HEAD_TOKENS, self.sequence_length // 2)}[self.truncation]
+
+    def get_config(self):
+        return {**super().get_config(), "truncation": self.truncation}
+
+
+def truncate(token_ids, budget, head):
+    """Keep the first `head` and the last `budget - head` tokens of longer rows."""
+    lengths = tf.gather(token_ids.row_lengths(), token_ids.value_rowids())
+    positions = tf.ragged.range(token_ids.row_lengths()).flat_values
+    keep = (positions < head) | (positions >= lengths - (budget - head))
+    return tf.ragged.boolean_mask(token_ids, token_ids.with_flat_values(keep))
+
+
+def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
+                     mixed_precision="off"):
+    """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
+
+    The classifier's own `preprocessor` is None during training: the
+    preprocessor runs in the `tf.data` pipeline instead. `attach_preprocessor`
+    puts it back before the model is saved.
+    """
+    dtype = DTYPE_POLICIES[mixed_precision]
+    try:
+        preprocessor = ReviewPreprocessor.from_preset(
+            preset, sequence_length=max_seq_length, truncation=truncation
+        )
+        classifier = keras_hub.models.BertClassifier.from_preset(
+            preset, num_classes=num_classes, preprocessor=None, dropout=dropout, dtype=dtype
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise KerasbertError(f"cannot load preset {preset}: {first_line(error)}") from None
+    max_positions = classifier.backbone.max_sequence_length
+    if max_seq_length > max_positions:
+        raise KerasbertError(f"--max-seq-length {max_seq_length} exceeds the model's {max_positions} positions")
+    return classifier, preprocessor
+
+
+def attach_preprocessor(classifier, preprocessor):
+    """The same classifier, now taking raw strings in `predict` and saving its tokenizer."""
+    classifier.preprocessor = preprocessor
+    return classifier
+
+
+def save_classifier(classifier, path):
+    """Save as `.keras`, via a temporary file so a crash never leaves half a model."""
+    temporary = path + ".partial.keras"
+    classifier.save(temporary)
+    os.replace(temporary, path)
+
+
+def load_classifier(path):
+    """Load a `.keras` classifier saved by kerasbert (safe mode: no lambdas or pickles)."""
+    if not os.path.isfile(path):
+        raise KerasbertError(f"model file {path} does not exist")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a corrupt zip or config
+        raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

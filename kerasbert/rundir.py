@@ -1,0 +1,84 @@
+"""What a run leaves on disk, and how it is written (atomically).
+
+A run directory holds:
+
+    config.json          the resolved TrainConfig
+    logs/train/          TensorBoard events (per-step and per-epoch scalars)
+    logs/validation/     TensorBoard events of the validation passes
+    checkpoints/best.weights.h5   weights of the best validation epoch
+    model.keras          the trained classifier, tokenizer included
+    metrics.json         test metrics, timings, throughput, peak memory
+    confusion_matrix.png the test confusion matrix
+"""
+
+import datetime
+import json
+import os
+import shutil
+import tempfile
+
+from kerasbert.errors import KerasbertError
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+LOG_DIR = "logs"
+BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
+CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+
+
+def default_run_directory():
+    return os.path.join("runs", datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
+
+
+def check_run_directory(path, overwrite):
+    """Refuse a directory that cannot be written, or holds files, unless `overwrite`.
+
+    Nothing is created or removed here: this runs before the slow work, so a
+    refused run leaves the directory as it was.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise KerasbertError(f"output directory {path} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise KerasbertError(f"output directory {path} exists and is not empty (pass --overwrite to replace it)")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing) or "."
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise KerasbertError(f"output directory {path} is not writable ({existing} is not a writable directory)")
+
+
+def create_run_directory(path, overwrite):
+    """Create the directory, emptying it first when `overwrite` was given."""
+    check_run_directory(path, overwrite)
+    if overwrite and os.path.isdir(path):
+        for name in os.listdir(path):
+            full = os.path.join(path, name)
+            shutil.rmtree(full) if os.path.isdir(full) and not os.path.islink(full) else os.remove(full)
+    try:
+        os.makedirs(os.path.join(path, "checkpoints"), exist_ok=True)
+    except OSError as error:
+        raise KerasbertError(f"cannot create output directory {path}: {error.strerror}") from None
+    return path
+
+
+def write_text_atomically(path, text):
+    """Write to a temporary file beside `path`, then rename it into place."""
+    directory = os.path.dirname(path) or "."
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def write_json(path, values):
+    write_text_atomically(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    with open(path) as file:
+        return json.load(file)

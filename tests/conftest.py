@@ -1,0 +1,78 @@
+"""Shared fixtures: real IMDB reviews from ../shared/data and the real offline MiniLM weights."""
+
+import os
+import pathlib
+import tarfile
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
+ACL_IMDB_TARBALL = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
+
+if not TFDS_DIR.is_dir():
+    raise RuntimeError(f"the tests read real IMDB data from {TFDS_DIR}, which does not exist")
+
+
+@pytest.fixture(scope="session")
+def tfds_dir():
+    return str(TFDS_DIR)
+
+
+@pytest.fixture(scope="session")
+def preset_path():
+    from kerasbert.presets import resolve_preset
+
+    return resolve_preset("all_minilm_l6_v2_offline")
+
+
+@pytest.fixture(scope="session")
+def real_reviews():
+    """40 real labeled reviews (20 neg, 20 pos) from the aclImdb train split, as (text, label) pairs."""
+    wanted = {"neg": 20, "pos": 20}
+    reviews = []
+    with tarfile.open(ACL_IMDB_TARBALL) as archive:
+        for member in archive:
+            parts = member.name.split("/")
+            if member.isfile() and parts[-3:-2] == ["train"] and wanted.get(parts[-2], 0) > 0:
+                wanted[parts[-2]] -= 1
+                text = archive.extractfile(member).read().decode("utf-8").strip()
+                reviews.append((text, parts[-2]))
+                if not any(wanted.values()):
+                    break
+    return reviews
+
+
+@pytest.fixture(scope="session")
+def small_acl_imdb(tmp_path_factory, real_reviews):
+    """An aclImdb folder of real reviews: 10 per class in train, 5 per class in test."""
+    root = tmp_path_factory.mktemp("acl") / "aclImdb"
+    by_label = {"neg": [], "pos": []}
+    for text, label in real_reviews:
+        by_label[label].append(text)
+    for label, texts in by_label.items():
+        for split, chunk in (("train", texts[:10]), ("test", texts[10:15])):
+            folder = root / split / label
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, text in enumerate(chunk):
+                (folder / f"{index}_{1 if label == 'neg' else 9}.txt").write_text(text, encoding="utf-8")
+    return str(root)
+
+
+def tiny_config(tmp_path, **overrides):
+    """A TrainConfig for a run of seconds: 32 real tfds reviews, sequence length 32."""
+    from kerasbert.config import TrainConfig
+
+    values = dict(data_dir=str(TFDS_DIR), max_train_examples=40, max_test_examples=24, validation_split=0.2,
+                  max_seq_length=32, batch_size=8, eval_batch_size=16, log_every_steps=1,
+                  output_dir=str(tmp_path / "run"), mixed_precision="off")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def assert_same_predictions(first, second, inputs, atol=1e-6):
+    np.testing.assert_allclose(first.predict(inputs, verbose=0), second.predict(inputs, verbose=0), atol=atol)

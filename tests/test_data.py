@@ -1,0 +1,190 @@
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbert import cli, data
+from kerasbert.config import TrainConfig
+from kerasbert.errors import KerasbertError
+from kerasbert.model import ReviewPreprocessor
+from tests.conftest import ACL_IMDB_TARBALL, TFDS_DIR
+
+
+@pytest.fixture(scope="module")
+def tfds_splits():
+    return data.load_splits(TrainConfig(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30))
+
+
+def test_tfds_imdb_gives_seeded_disjoint_train_and_validation(tfds_splits):
+    assert (len(tfds_splits.train), len(tfds_splits.validation), len(tfds_splits.test)) == (54, 6, 30)
+    assert tfds_splits.class_names == ["neg", "pos"]
+    assert set(tfds_splits.train.texts).isdisjoint(tfds_splits.validation.texts)
+    assert set(np.unique(tfds_splits.test.labels)) <= {0, 1}
+    again = data.load_splits(TrainConfig(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30))
+    assert list(again.validation.texts) == list(tfds_splits.validation.texts)
+    other_seed = data.load_splits(TrainConfig(data_dir=str(TFDS_DIR), max_train_examples=60,
+                                              max_test_examples=30, seed=7))
+    assert list(other_seed.validation.texts) != list(tfds_splits.validation.texts)
+
+
+def test_validation_comes_from_train_and_test_stays_apart():
+    full = data.load_splits(TrainConfig(data_dir=str(TFDS_DIR)))
+    assert (len(full.train), len(full.validation), len(full.test)) == (22500, 2500, 25000)
+    train_text, test_text = data.read_tfds("imdb_reviews", str(TFDS_DIR))[:2]
+    assert sorted(full.train.texts.tolist() + full.validation.texts.tolist()) == sorted(train_text.texts.tolist())
+    assert sorted(full.test.texts.tolist()) == sorted(test_text.texts.tolist())
+
+
+def test_acl_imdb_tarball_and_folder_read_the_same_reviews(small_acl_imdb):
+    train, test = data.read_acl_imdb(small_acl_imdb)
+    assert (len(train), len(test)) == (20, 10)
+    assert list(train.labels) == [0] * 10 + [1] * 10
+    tar_train, tar_test = data.read_acl_imdb(str(ACL_IMDB_TARBALL))
+    assert (len(tar_train), len(tar_test)) == (25000, 25000)
+    assert set(train.texts) <= set(tar_train.texts)
+    tfds_train = data.read_tfds("imdb_reviews", str(TFDS_DIR))[0]
+    assert sorted(tar_train.texts.tolist()) == sorted(tfds_train.texts.tolist())
+
+
+def write_csv(path, rows, header="text,label"):
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header.split(","))
+        writer.writerows(rows)
+    return str(path)
+
+
+def test_csv_with_three_named_classes(tmp_path, real_reviews):
+    names = ["bad", "good", "meh"]
+    rows = [(text, names[i % 3]) for i, (text, _) in enumerate(real_reviews)]
+    texts, class_names = data.read_table(write_csv(tmp_path / "train.csv", rows))
+    assert class_names == ["bad", "good", "meh"]
+    assert list(texts.labels[:4]) == [0, 1, 2, 0]
+    assert texts.texts[0] == real_reviews[0][0]
+
+
+def test_jsonl_with_integer_labels(tmp_path, real_reviews):
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t, "label": 1 + (label == "pos") * 4})
+                              for t, label in real_reviews) + "\n")
+    texts, class_names = data.read_table(str(path))
+    assert class_names == ["1", "5"]
+    assert set(texts.labels) == {0, 1}
+
+
+def test_csv_train_and_test_files_train_a_three_class_split(tmp_path, real_reviews):
+    rows = [(text, ["bad", "good", "meh"][i % 3]) for i, (text, _) in enumerate(real_reviews)]
+    config = TrainConfig(train_file=write_csv(tmp_path / "train.csv", rows[:30]),
+                         test_file=write_csv(tmp_path / "test.csv", rows[30:]), validation_split=0.2)
+    splits = data.load_splits(config)
+    assert splits.class_names == ["bad", "good", "meh"]
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (24, 6, 10)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("review,label\nnice,1\n", "missing column(s) text"),
+    ("text,label\nnice,0.5\n", "line 2 has label '0.5', which is not an integer or a class name"),
+    ("text,label\nnice,\n", "line 2 has label '', which is not an integer or a class name"),
+    ("text,label\nnice,1\nawful,pos\n", "labels mix integers"),
+    ("text,label\nnice,1\n,0\n", "line 3 has an empty text"),
+    ("text,label\n", "holds no examples"),
+    ("", "missing column(s) label, text"),
+])
+def test_bad_csv_files_name_the_problem(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(KerasbertError) as error:
+        data.read_table(str(path))
+    assert message in str(error.value)
+
+
+def test_non_utf8_text_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("text,label\ngood,1\nna\xefve caf\xe9,0\n".encode("latin-1"))
+    with pytest.raises(KerasbertError, match="line 3 is not valid UTF-8"):
+        data.read_table(str(path))
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"text": "x", "label": null}', "which is not an integer or a class name"),
+    ('{"text": "x", "label": true}', "which is not an integer or a class name"),
+    ('{"text": "x"}', "needs an object with text and label"),
+    ('{"text": "x", "label": 1', "is not valid JSON"),
+])
+def test_bad_jsonl_lines(tmp_path, line, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "fine", "label": 0}\n' + line + "\n")
+    with pytest.raises(KerasbertError, match=f"line 2 .*{message}|line 2 {message}"):
+        data.read_table(str(path))
+
+
+def test_test_labels_must_be_training_classes(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("good", "pos"), ("bad", "neg")])
+    test = write_csv(tmp_path / "test.csv", [("so so", "neutral")])
+    with pytest.raises(KerasbertError, match="label 'neutral', which is not one of the classes neg, pos"):
+        data.load_splits(TrainConfig(train_file=train, test_file=test))
+
+
+def test_missing_or_empty_data_dir_and_missing_split(tmp_path):
+    with pytest.raises(KerasbertError, match="does not exist"):
+        data.read_tfds("imdb_reviews", str(tmp_path / "nowhere"))
+    with pytest.raises(KerasbertError, match="no prepared imdb_reviews"):
+        data.read_tfds("imdb_reviews", str(tmp_path))
+    version = "imdb_reviews/plain_text/1.0.0"
+    copy = tmp_path / "tfds" / version
+    copy.mkdir(parents=True)
+    for name in ("features.json", "label.labels.txt", "imdb_reviews-train.tfrecord-00000-of-00001"):
+        os.symlink(TFDS_DIR / version / name, copy / name)
+    info = json.loads((TFDS_DIR / version / "dataset_info.json").read_text())
+    info["splits"] = [split for split in info["splits"] if split["name"] == "train"]
+    (copy / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(KerasbertError, match="has no 'test' split"):
+        data.read_tfds("imdb_reviews", str(tmp_path / "tfds"))
+
+
+def test_bad_data_through_the_cli_keeps_the_output_dir(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code = cli.main(["train", "--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(out), "--overwrite"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: data directory")
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_acl_imdb_folder_without_reviews(tmp_path):
+    (tmp_path / "train" / "pos").mkdir(parents=True)
+    with pytest.raises(KerasbertError, match="no train/neg/\\*.txt reviews"):
+        data.read_acl_imdb(str(tmp_path))
+
+
+def test_pipeline_feeds_int32_batches_trimmed_to_the_longest_review(preset_path, tfds_splits):
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=128)
+    dataset = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1)
+    assert dataset.cardinality().numpy() == 7
+    batches = list(dataset)
+    assert sum(len(labels) for _, labels in batches) == 54
+    for features, labels in batches:
+        assert {value.dtype for value in features.values()} == {tf.int32}
+        width = features["token_ids"].shape[1]
+        longest = int(tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1)))
+        assert width % data.PAD_TO_MULTIPLE_OF == 0 or width == 128
+        assert longest <= width < longest + data.PAD_TO_MULTIPLE_OF
+    first_epoch = [labels.numpy().tolist() for _, labels in batches]
+    assert first_epoch != [labels.numpy().tolist() for _, labels in dataset], "reshuffled each epoch"
+    again = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1)
+    assert first_epoch == [labels.numpy().tolist() for _, labels in again], "same seed, same order"
+
+
+def test_evaluation_pipeline_keeps_the_order(preset_path, tfds_splits):
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=64)
+    ordered = tfds_splits.test.sorted_by_length()
+    labels = np.concatenate([y.numpy() for _, y in data.evaluation_dataset(ordered, preprocessor, 8)])
+    np.testing.assert_array_equal(labels, ordered.labels)
+    lengths = [len(text) for text in ordered.texts]
+    assert lengths == sorted(lengths)

@@ -1,0 +1,115 @@
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from kerasbert import cli, data, rundir
+from kerasbert.config import TrainConfig
+from kerasbert.model import load_classifier
+from kerasbert.training import WarmupLinearDecay, fine_tune, train_and_evaluate
+from tests.conftest import tiny_config
+
+
+def scalars(log_dir):
+    events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
+            for tag in events.Tags()["tensors"]}
+
+
+def test_warmup_then_linear_decay():
+    schedule = WarmupLinearDecay(peak=2e-4, warmup_steps=4, total_steps=12)
+    values = [float(schedule(step)) for step in range(13)]
+    assert values[0] == 0 and values[4] == pytest.approx(2e-4) and values[12] == 0
+    assert values[:5] == sorted(values[:5]) and values[4:] == sorted(values[4:], reverse=True)
+    assert WarmupLinearDecay.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
+    config = tiny_config(tmp_path, max_train_examples=16, validation_split=0.0, epochs=8, learning_rate=3e-4,
+                         warmup_ratio=0.0, dropout=0.0)
+    splits = data.load_splits(config)
+    tuned = fine_tune(config, preset_path, splits, config.output_dir)
+    losses = tuned.history.history["loss"]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert tuned.history.history["accuracy"][-1] >= 0.9
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    config = tiny_config(tmp_path_factory.mktemp("train"), epochs=2)
+    return config, train_and_evaluate(config)
+
+
+def test_run_directory_holds_config_metrics_model_and_plot(finished_run):
+    config, metrics = finished_run
+    run = config.output_dir
+    assert TrainConfig.from_dict(rundir.read_json(os.path.join(run, "config.json"))) == config
+    assert rundir.read_json(os.path.join(run, "metrics.json")) == json.loads(json.dumps(metrics))
+    test = metrics["test"]
+    assert test["examples"] == 24 == np.sum(test["confusion_matrix"])
+    assert test["accuracy"] == pytest.approx(np.trace(test["confusion_matrix"]) / 24)
+    assert 0 <= test["roc_auc"] <= 1 and test["loss"] > 0
+    assert set(test) >= {"precision", "recall", "f1", "per_class"}
+    assert metrics["examples"] == {"train": 32, "validation": 8, "test": 24}
+    assert metrics["epochs_run"] == 2 and set(metrics["validation"]) == {"accuracy", "loss"}
+    timing = metrics["timing"]
+    assert timing["train_sequences_per_second"] > 0 and timing["eval_sequences_per_second"] > 0
+    assert timing["total_seconds"] > timing["train_seconds"] > 0
+    assert metrics["peak_rss_mib"] > 500
+    with open(os.path.join(run, "confusion_matrix.png"), "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.isfile(os.path.join(run, rundir.BEST_WEIGHTS))
+
+
+def test_saved_model_reproduces_the_reported_test_accuracy(finished_run):
+    config, metrics = finished_run
+    classifier = load_classifier(os.path.join(config.output_dir, "model.keras"))
+    test = data.load_splits(config).test
+    probabilities = classifier.predict(test.texts.astype(str), verbose=0)
+    accuracy = np.mean(np.argmax(probabilities, axis=1) == test.labels)
+    assert accuracy == pytest.approx(metrics["test"]["accuracy"])
+
+
+def test_tensorboard_holds_loss_accuracy_and_learning_rate_per_step_and_epoch(finished_run):
+    config, metrics = finished_run
+    train = scalars(os.path.join(config.output_dir, "logs", "train"))
+    validation = scalars(os.path.join(config.output_dir, "logs", "validation"))
+    for tag in ("batch_loss", "batch_accuracy", "batch_learning_rate", "epoch_loss", "epoch_accuracy",
+                "epoch_learning_rate", "epoch_sequences_per_second"):
+        assert tag in train, sorted(train)
+    steps = [step for step, _ in train["batch_loss"]]
+    assert steps == list(range(1, 9)), "4 steps per epoch, logged every step"
+    schedule = WarmupLinearDecay(config.learning_rate, 0, 8)
+    assert train["batch_learning_rate"][0][1] == pytest.approx(float(schedule(1)), rel=1e-4)
+    assert [step for step, _ in train["epoch_loss"]] == [0, 1]
+    assert validation["epoch_accuracy"][-1][1] == pytest.approx(metrics["validation"]["accuracy"])
+
+
+def test_existing_output_dir_is_refused_and_kept(finished_run, capsys):
+    config, _ = finished_run
+    before = sorted(os.listdir(config.output_dir))
+    assert cli.main(["train", "--data-dir", config.data_dir, "--output-dir", config.output_dir]) == 2
+    assert "exists and is not empty (pass --overwrite" in capsys.readouterr().err
+    assert sorted(os.listdir(config.output_dir)) == before
+
+
+def test_output_dir_that_cannot_be_written(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["train", "--output-dir", str(blocker / "run")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_an_earlier_run(tmp_path):
+    config = tiny_config(tmp_path, max_train_examples=16, max_test_examples=8, validation_split=0.25)
+    os.makedirs(config.output_dir)
+    with open(os.path.join(config.output_dir, "stale.txt"), "w") as stale:
+        stale.write("old")
+    metrics = train_and_evaluate(dataclasses.replace(config, overwrite=True))
+    assert not os.path.exists(os.path.join(config.output_dir, "stale.txt"))
+    assert metrics["examples"]["test"] == 8
