@@ -16,8 +16,10 @@ $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
 	$(PYTHON) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The main job: fine-tune and evaluate (runs/<date-time>/, linked as runs/latest), then export.
 train: setup
 	$(PYTHON) train.py $(ARGS)
+	$(PYTHON) export.py --run runs/latest
 
 quick: setup
 	$(PYTHON) train.py --quick $(ARGS)

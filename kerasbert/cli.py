@@ -13,6 +13,8 @@ USAGE = """usage: kerasbert COMMAND [options]
 
 commands:
   train     fine-tune, evaluate and save a classifier (same as train.py)
+  export    SavedModel for TF Serving and TFLite models of a run (same as export.py)
+  predict   label texts with a .keras, SavedModel or .tflite model
 
 `kerasbert COMMAND --help` lists a command's options."""
 
@@ -26,7 +28,41 @@ def train_command(argv):
     train_and_evaluate(config)
 
 
-COMMANDS = {"train": train_command}
+def export_command(argv):
+    from kerasbert.config import export_config_from_args
+
+    config = export_config_from_args(argv, prog="kerasbert export")
+    from kerasbert.export import export_run
+
+    export_run(config)
+
+
+def predict_command(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="kerasbert predict", description="Label texts with a trained model.")
+    parser.add_argument("texts", nargs="*", help="Texts to label (or use --input).")
+    parser.add_argument("--model", required=True, help="A .keras file, a SavedModel version folder or a .tflite file.")
+    parser.add_argument("--input", help="A .txt (one text a line), .csv (text column) or .jsonl (text field) file.")
+    parser.add_argument("--output", help="Write one JSON line per text here instead of printing a table.")
+    parser.add_argument("--batch-size", type=int, default=64, help="Texts per model call.")
+    args = parser.parse_args(argv)
+    if bool(args.texts) == bool(args.input):
+        raise KerasbertError("give either texts or --input, not both and not neither")
+    if args.batch_size <= 0:
+        raise KerasbertError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    from kerasbert.predict import load_predictor, predict_file, read_texts
+
+    texts = read_texts(args.input) if args.input else args.texts
+    predictor = load_predictor(args.model)
+    if args.output:
+        predict_file(predictor, texts, args.output, args.batch_size)
+    else:
+        for row in predictor.predict(texts):
+            print(f"{row['label']}\t{row['probability']:.4f}\t{row['text'][:80]}")
+
+
+COMMANDS = {"train": train_command, "export": export_command, "predict": predict_command}
 
 
 def run(command, argv):

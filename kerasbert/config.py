@@ -20,6 +20,10 @@ import sys
 from kerasbert.errors import KerasbertError
 
 DEFAULT_PRESET = "all_minilm_l6_v2_offline"
+TRAIN_DESCRIPTION = ("Fine-tune a pre-trained BERT into a text classifier, evaluate it on the test split "
+                     "and save it in a run directory.")
+EXPORT_DESCRIPTION = ("Export a trained run as a TF Serving SavedModel and TFLite models, each checked "
+                      "against the Keras model on test reviews (parity.json).")
 
 
 def option(default, help, **extra):
@@ -80,7 +84,7 @@ class TrainConfig:
     epochs: int = option(1, "Passes over the training data.")
     batch_size: int = option(16, "Global training batch size (split over replicas).")
     eval_batch_size: int = option(64, "Global batch size for validation and test.")
-    learning_rate: float = option(1e-4, "Peak learning rate of AdamW.")
+    learning_rate: float = option(5e-5, "Peak learning rate of AdamW.")
     weight_decay: float = option(
         0.01, "AdamW decoupled weight decay (not applied to LayerNorm or biases)."
     )
@@ -159,23 +163,52 @@ class TrainConfig:
         write_json(path, self.to_dict())
 
 
-def fields():
-    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+@dataclasses.dataclass
+class ExportConfig:
+    run: str = option("", "Run directory of a finished training run (holds model.keras).", required=True)
+    export_root: str = option("saved_models", "Root of the exported models (TF Serving's base path is <root>/<name>).")
+    model_name: str = option("kerasbert", "Model name: the folder under --export-root, and TF Serving's model name.")
+    version: int = option(0, "Version number to write (0: the next free one).")
+    tflite: str = option(
+        "dynamic-int8",
+        "Comma-separated TFLite variants to write beside the SavedModel: float32, float16, "
+        "dynamic-int8 (empty: none).",
+    )
+    parity_examples: int = option(
+        2000, "Test reviews on which every artifact is compared with the Keras model (0: skip the check)."
+    )
+    overwrite: bool = option(False, "Replace an existing version.")
+
+    def validate(self):
+        from kerasbert.export import TFLITE_FORMATS
+
+        if self.version < 0:
+            raise KerasbertError(f"--version must not be negative, got {self.version}")
+        if self.parity_examples < 0:
+            raise KerasbertError(f"--parity-examples must not be negative, got {self.parity_examples}")
+        if not self.model_name or os.sep in self.model_name or self.model_name.isdigit():
+            raise KerasbertError(f"--model-name must be a plain folder name that is not a number, got {self.model_name!r}")
+        unknown = [name for name in self.tflite_formats() if name not in TFLITE_FORMATS]
+        if unknown:
+            raise KerasbertError(f"unknown TFLite format {unknown[0]!r} (choose from {', '.join(TFLITE_FORMATS)})")
+
+    def tflite_formats(self):
+        return [name.strip() for name in self.tflite.split(",") if name.strip()]
+
+
+def fields(cls=TrainConfig):
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def flag(name):
     return name.replace("_", "-")
 
 
-def build_argument_parser(prog="train.py"):
-    """An argparse parser with one option per `TrainConfig` field."""
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Fine-tune a pre-trained BERT into a text classifier, "
-        "evaluate it on the test split and save it in a run directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    for name, field in fields().items():
+def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DESCRIPTION):
+    """An argparse parser with one option per field of the dataclass `cls`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, field in fields(cls).items():
         kwargs = {"help": field.metadata["help"], "default": field.default, "dest": name}
         if field.type in (bool, "bool"):
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -185,6 +218,9 @@ def build_argument_parser(prog="train.py"):
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
             kwargs.pop("metavar", None)
+        if field.metadata.get("required"):
+            kwargs["required"] = True
+            kwargs.pop("default")
         parser.add_argument(f"--{flag(name)}", **kwargs)
     return parser
 
@@ -195,11 +231,10 @@ def config_from_args(argv=None, prog="train.py"):
     `--quick` fills in its profile values for the options not given
     explicitly on the command line.
     """
-    parser = build_argument_parser(prog)
-    args = parser.parse_args(argv)
-    values = vars(args)
+    parser = build_argument_parser(TrainConfig, prog)
+    values = vars(parser.parse_args(argv))
     if values["quick"]:
-        explicit = {name for name in fields() if _given(parser, name, argv)}
+        explicit = {name for name in fields() if _given(name, argv)}
         for name, value in TrainConfig.QUICK_PROFILE.items():
             if name not in explicit:
                 values[name] = value
@@ -208,7 +243,14 @@ def config_from_args(argv=None, prog="train.py"):
     return config
 
 
-def _given(parser, name, argv):
+def export_config_from_args(argv=None, prog="export.py"):
+    parser = build_argument_parser(ExportConfig, prog, EXPORT_DESCRIPTION)
+    config = ExportConfig(**vars(parser.parse_args(argv)))
+    config.validate()
+    return config
+
+
+def _given(name, argv):
     argv = sys.argv[1:] if argv is None else argv
     options = (f"--{flag(name)}", f"--no-{flag(name)}")
     return any(arg.split("=", 1)[0] in options for arg in argv)

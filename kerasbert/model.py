@@ -13,6 +13,7 @@ Example:
 (1, 2)
 """
 
+import json
 import os
 
 import keras
@@ -50,6 +51,13 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
             raise ValueError(f"truncation must be head, tail or head+tail, got {truncation!r}")
         self.truncation = truncation
 
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        preprocessor = super().from_preset(preset, **kwargs)
+        if hugging_face_strips_accents(preset):
+            preprocessor.tokenizer.strip_accents = True
+        return preprocessor
+
     def call(self, x, y=None, sample_weight=None):
         return keras.utils.pack_x_y_sample_weight(self.tokenize_and_pack(x), y, sample_weight)
 
@@ -58,6 +66,8 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
     # TensorFlow path, so eager calls must run that same path too.
     @tf.function(reduce_retracing=True)
     def tokenize_and_pack(self, x):
+        if self.packer is None:  # built on first call, also when not called through __call__
+            self.build(None)
         x = tf.convert_to_tensor(x)
         scalar = x.shape.rank == 0
         token_ids = self.tokenizer(tf.reshape(x, [-1]))
@@ -78,6 +88,30 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
 
     def get_config(self):
         return {**super().get_config(), "truncation": self.truncation}
+
+
+def hugging_face_strips_accents(preset):
+    """Whether a local Hugging Face checkpoint's tokenizer removes accents.
+
+    Hugging Face's uncased BERT tokenizers strip accents whenever they
+    lowercase (`strip_accents: null`), so the checkpoint was pre-trained on
+    "cafe" for "café". KerasHub 0.32's converter keeps the accents, which
+    yields word pieces the model rarely saw, and which tf-text's TFLite
+    tokenizer (FastBertTokenizer) cannot reproduce. Remote handles are left
+    to KerasHub.
+    """
+    path = os.path.join(preset, "tokenizer_config.json")
+    if not os.path.isfile(path):
+        return False
+    with open(path) as file:
+        config = json.load(file)
+    return bool(config.get("do_lower_case")) and config.get("strip_accents") in (None, True)
+
+
+def preprocessor_from_vocabulary(path, sequence_length, truncation, lowercase=True, strip_accents=False):
+    """A `ReviewPreprocessor` from a WordPiece vocabulary file (one token a line)."""
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=path, lowercase=lowercase, strip_accents=strip_accents)
+    return ReviewPreprocessor(tokenizer, sequence_length=sequence_length, truncation=truncation)
 
 
 def truncate(token_ids, budget, head):
@@ -118,10 +152,38 @@ def attach_preprocessor(classifier, preprocessor):
     return classifier
 
 
+def inference_copy(classifier, dtype=None):
+    """An uncompiled copy sharing the preprocessor: no optimizer state, optionally another dtype.
+
+    `dtype="float32"` turns a mixed-precision model into a float32 one (its
+    variables are float32 already), as TFLite and CPU servers want.
+    """
+    config = keras.saving.serialize_keras_object(classifier)
+    config["config"]["preprocessor"] = None
+    config.pop("compile_config", None)
+    if dtype:
+        config = with_compute_dtype(config, dtype)
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(classifier.get_weights())
+    copy.preprocessor = classifier.preprocessor
+    return copy
+
+
+def with_compute_dtype(config, dtype):
+    """A serialized model config whose mixed-precision dtype policies are replaced by `dtype`."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith("mixed_"):
+            return {**config, "config": {**config["config"], "name": dtype}}
+        return {key: with_compute_dtype(value, dtype) for key, value in config.items()}
+    if isinstance(config, list):
+        return [with_compute_dtype(value, dtype) for value in config]
+    return config
+
+
 def save_classifier(classifier, path):
-    """Save as `.keras`, via a temporary file so a crash never leaves half a model."""
+    """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model."""
     temporary = path + ".partial.keras"
-    classifier.save(temporary)
+    inference_copy(classifier).save(temporary)
     os.replace(temporary, path)
 
 

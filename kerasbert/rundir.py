@@ -9,6 +9,8 @@ A run directory holds:
     model.keras          the trained classifier, tokenizer included
     metrics.json         test metrics, timings, throughput, peak memory
     confusion_matrix.png the test confusion matrix
+
+and `latest` beside it links to the last finished run.
 """
 
 import datetime
@@ -62,6 +64,14 @@ def create_run_directory(path, overwrite):
     return path
 
 
+def point_latest_at(run_dir):
+    """Make `latest` beside the run directory a symlink to it (replaced atomically)."""
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    temporary = os.path.join(parent, f".latest-{os.getpid()}")
+    os.symlink(name, temporary)
+    os.replace(temporary, os.path.join(parent, "latest"))
+
+
 def write_text_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it into place."""
     directory = os.path.dirname(path) or "."
@@ -69,6 +79,7 @@ def write_text_atomically(path, text):
     try:
         with os.fdopen(handle, "w") as file:
             file.write(text)
+        make_readable(temporary)
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -82,3 +93,20 @@ def write_json(path, values):
 def read_json(path):
     with open(path) as file:
         return json.load(file)
+
+
+def make_readable(path):
+    """Give `path` (and what is below it) the permissions a plain create would have.
+
+    Temporary files and folders are private (0600/0700); published artifacts
+    must be readable by a model server running as another user.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
+    if os.path.isdir(path):
+        for root, folders, files in os.walk(path):
+            for name in folders:
+                os.chmod(os.path.join(root, name), 0o777 & ~umask)
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o666 & ~umask)

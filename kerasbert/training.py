@@ -222,6 +222,7 @@ def train_and_evaluate(config):
         "replicas": tuned.strategy.num_replicas_in_sync,
     }
     rundir.write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
+    rundir.point_latest_at(run_dir)
     phase(f"test metrics ({len(test)} examples), written to {os.path.join(run_dir, rundir.METRICS_FILE)}:\n"
           + evaluation.format_metrics_table(test_metrics))
     timing = metrics["timing"]

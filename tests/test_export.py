@@ -1,0 +1,186 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kerasbert import cli, export
+from kerasbert.predict import load_predictor
+from kerasbert.training import train_and_evaluate
+from tests.conftest import tiny_config
+
+REVIEWS = ["A beautiful, moving film with wonderful acting.", "Dreadful. Two hours I will never get back.",
+           "Crème brûlée for the eyes: Amélie's director at his best.", "meh"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    config = tiny_config(tmp_path_factory.mktemp("export"), epochs=2, learning_rate=2e-4)
+    train_and_evaluate(config)
+    return config.output_dir
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("saved_models"))
+    code = cli.main(["export", "--run", run_dir, "--export-root", root, "--tflite", "float32,float16,dynamic-int8",
+                     "--parity-examples", "24"])
+    assert code == 0
+    return root
+
+
+def keras_probabilities(run_dir, texts):
+    predictor = load_predictor(os.path.join(run_dir, "model.keras"))
+    return predictor.predict_probabilities(texts)
+
+
+SERVER_SCRIPT = """
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401  (TF Text ops of the tokenizer)
+served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = served(text=tf.constant(json.loads(sys.argv[2])))
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("kerasbert", "keras_hub", "keras_nlp"))
+print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
+                  "class_name": [n.decode() for n in out["class_name"].numpy()], "leaked": leaked}))
+"""
+
+
+def test_saved_model_serves_raw_text_in_a_process_without_keras(run_dir, exported):
+    version = os.path.join(exported, "kerasbert", "1")
+    result = subprocess.run([sys.executable, "-c", SERVER_SCRIPT, version, json.dumps(REVIEWS)],
+                            capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    assert served["leaked"] == []
+    expected = keras_probabilities(run_dir, REVIEWS)
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-4)
+    assert served["class_name"] == [["neg", "pos"][k] for k in expected.argmax(1)]
+
+
+def test_versions_and_parity_files(exported):
+    model_root = os.path.join(exported, "kerasbert")
+    assert sorted(os.listdir(model_root)) == ["1", "tflite"]
+    parity = json.loads(open(os.path.join(model_root, "1", "parity.json")).read())
+    assert parity["examples"] == 24 and parity["argmax_agreement"] >= 0.999
+    assert parity["max_abs_probability_difference"] < 1e-3
+    tflite = os.path.join(model_root, "tflite", "1")
+    for variant in ("float32", "float16", "dynamic-int8"):
+        report = json.loads(open(os.path.join(tflite, f"parity-{variant}.json")).read())
+        assert report["argmax_agreement"] >= export.AGREEMENT_BARS[variant]
+    int8 = os.path.getsize(os.path.join(tflite, "dynamic-int8.tflite"))
+    assert int8 < os.path.getsize(os.path.join(tflite, "float32.tflite")) / 3
+    assert oct(os.stat(os.path.join(model_root, "1")).st_mode & 0o777) == "0o755"
+
+
+def test_next_export_takes_the_next_version_and_an_existing_one_is_refused(run_dir, exported, capsys):
+    model_root = os.path.join(exported, "kerasbert")
+    before = sorted(os.listdir(os.path.join(model_root, "1")))
+    assert cli.main(["export", "--run", run_dir, "--export-root", exported, "--version", "1",
+                     "--tflite", "", "--parity-examples", "0"]) == 2
+    assert "kerasbert/1 already exists (pass --overwrite" in capsys.readouterr().err
+    assert sorted(os.listdir(os.path.join(model_root, "1"))) == before
+    assert cli.main(["export", "--run", run_dir, "--export-root", exported, "--tflite", "",
+                     "--parity-examples", "0"]) == 0
+    assert sorted(os.listdir(model_root)) == ["1", "2", "tflite"], "no partial folder left behind"
+
+
+def test_grpc_request_matches_the_exported_signature(exported):
+    import tensorflow as tf
+    from tensorflow.core.framework.types_pb2 import DataType
+    from tensorflow_serving.apis import predict_pb2
+
+    version = os.path.join(exported, "kerasbert", "1")
+    shown = subprocess.run(["saved_model_cli", "show", "--dir", version, "--tag_set", "serve",
+                            "--signature_def", "serving_default"], capture_output=True, text=True,
+                           env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]})
+    assert shown.returncode == 0, shown.stderr[-1000:]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "kerasbert"
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(REVIEWS))
+    (name, tensor), = request.inputs.items()
+    inputs_section = shown.stdout.split("output(s):")[0]
+    assert f"inputs['{name}'] tensor_info:\n      dtype: {DataType.Name(tensor.dtype)}" in inputs_section
+    assert inputs_section.count("tensor_info") == 1, "the request must fill every input of the signature"
+    assert "outputs['probabilities']" in shown.stdout and "outputs['class_name']" in shown.stdout
+
+
+@pytest.mark.parametrize("artifact", ["model.keras", "saved_model", "float32.tflite", "dynamic-int8.tflite",
+                                      "float16-text.tflite", "dynamic-int8-text.tflite"])
+def test_every_artifact_predicts_like_the_keras_model(run_dir, exported, artifact):
+    paths = {"model.keras": os.path.join(run_dir, "model.keras"),
+             "saved_model": os.path.join(exported, "kerasbert", "1")}
+    path = paths.get(artifact, os.path.join(exported, "kerasbert", "tflite", "1", artifact))
+    predictor = load_predictor(path)
+    assert predictor.class_names == ["neg", "pos"]
+    rows = predictor.predict(REVIEWS)
+    expected = keras_probabilities(run_dir, REVIEWS)
+    assert [row["label"] for row in rows] == [["neg", "pos"][k] for k in expected.argmax(1)]
+    tolerance = 2e-2 if "int8" in artifact or "16" in artifact else 1e-3
+    np.testing.assert_allclose([row["probability"] for row in rows], expected.max(1), atol=tolerance)
+
+
+def test_predict_cli_streams_files_to_jsonl(run_dir, exported, tmp_path, capsys):
+    model = os.path.join(exported, "kerasbert", "tflite", "1", "dynamic-int8.tflite")
+    inputs = {"reviews.txt": "\n".join(REVIEWS) + "\n",
+              "reviews.csv": "text,id\n" + "\n".join(f'"{r}",{i}' for i, r in enumerate(REVIEWS)) + "\n",
+              "reviews.jsonl": "\n".join(json.dumps({"text": r}) for r in REVIEWS) + "\n"}
+    for name, content in inputs.items():
+        (tmp_path / name).write_text(content)
+        output = tmp_path / f"{name}.out.jsonl"
+        assert cli.main(["predict", "--model", model, "--input", str(tmp_path / name), "--output", str(output),
+                         "--batch-size", "3"]) == 0
+        rows = [json.loads(line) for line in output.read_text().splitlines()]
+        assert len(rows) == 4 and {row["label"] for row in rows} <= {"neg", "pos"}
+    assert cli.main(["predict", "--model", model, "A joyful film."]) == 0
+    label, probability, text = capsys.readouterr().out.strip().splitlines()[-1].split("\t")
+    assert label in ("neg", "pos") and 0.5 <= float(probability) <= 1 and text == "A joyful film."
+
+
+def test_predict_handles_a_huge_review_and_a_large_batch(exported):
+    predictor = load_predictor(os.path.join(exported, "kerasbert", "1"))
+    huge = "This film is long. " * 55000  # about 1 MB
+    assert len(huge) > 1_000_000
+    assert len(predictor.predict([huge])) == 1
+    rows = predictor.predict([f"review number {i}" for i in range(10000)])
+    assert len(rows) == 10000
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing.keras", "does not exist"),
+    (lambda p: (p / "corrupt.tflite").write_bytes(b"not a flatbuffer") and p / "corrupt.tflite",
+     "cannot load TFLite model"),
+    (lambda p: (p / "folder").mkdir() or p / "folder", "without saved_model.pb"),
+    (lambda p: (p / "broken").mkdir() or (p / "broken" / "saved_model.pb").write_bytes(b"\x00garbage")
+     and p / "broken", "cannot load SavedModel"),
+    (lambda p: (p / "model.onnx").write_bytes(b"") and p / "model.onnx", "unknown model type"),
+])
+def test_predict_on_missing_or_corrupt_artifacts(tmp_path, capsys, make, message):
+    path = make(tmp_path)
+    assert cli.main(["predict", "--model", str(path), "some text"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_on_empty_or_non_utf8_input(exported, tmp_path, capsys):
+    model = os.path.join(exported, "kerasbert", "1")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert cli.main(["predict", "--model", model, "--input", str(tmp_path / "empty.txt")]) == 2
+    assert "holds no texts" in capsys.readouterr().err
+    (tmp_path / "latin1.txt").write_bytes("good\nna\xefve\n".encode("latin-1"))
+    assert cli.main(["predict", "--model", model, "--input", str(tmp_path / "latin1.txt"), "--output",
+                     str(tmp_path / "out.jsonl")]) == 2
+    assert "line 2 is not valid UTF-8" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_export_bad_input(run_dir, tmp_path, capsys):
+    assert cli.main(["export", "--run", str(tmp_path)]) == 2
+    assert "holds no finished run" in capsys.readouterr().err
+    root = tmp_path / "exports"
+    assert cli.main(["export", "--run", run_dir, "--tflite", "int4", "--export-root", str(root)]) == 2
+    assert "unknown TFLite format 'int4'" in capsys.readouterr().err
+    assert not root.exists()
