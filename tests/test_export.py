@@ -149,17 +149,27 @@ def test_predict_handles_a_huge_review_and_a_large_batch(exported):
     assert len(rows) == 10000
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing.keras", "does not exist"),
-    (lambda p: (p / "corrupt.tflite").write_bytes(b"not a flatbuffer") and p / "corrupt.tflite",
-     "cannot load TFLite model"),
-    (lambda p: (p / "folder").mkdir() or p / "folder", "without saved_model.pb"),
-    (lambda p: (p / "broken").mkdir() or (p / "broken" / "saved_model.pb").write_bytes(b"\x00garbage")
-     and p / "broken", "cannot load SavedModel"),
-    (lambda p: (p / "model.onnx").write_bytes(b"") and p / "model.onnx", "unknown model type"),
+def bad_artifact(folder, kind):
+    """A path that is not a usable model: missing, corrupt, or of an unknown kind."""
+    contents = {"corrupt.tflite": b"not a flatbuffer", "broken/saved_model.pb": b"\x00garbage",
+                "model.onnx": b"", "folder/notes.txt": b"no model here"}
+    if kind in contents:
+        path = folder / kind
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(contents[kind])
+        return path.parent if path.parent != folder else path
+    return folder / kind
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing.keras", "does not exist"),
+    ("corrupt.tflite", "cannot load TFLite model"),
+    ("folder/notes.txt", "without saved_model.pb"),
+    ("broken/saved_model.pb", "cannot load SavedModel"),
+    ("model.onnx", "unknown model type"),
 ])
-def test_predict_on_missing_or_corrupt_artifacts(tmp_path, capsys, make, message):
-    path = make(tmp_path)
+def test_predict_on_missing_or_corrupt_artifacts(tmp_path, capsys, kind, message):
+    path = bad_artifact(tmp_path, kind)
     assert cli.main(["predict", "--model", str(path), "some text"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
