@@ -310,19 +310,35 @@ class TFLiteClassifier:
         self.interpreter = InterpreterWithCustomOps(
             model_path=path, num_threads=threads,
             custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
-        self.runner = self.interpreter.get_signature_runner("serve")
-        self.takes_text = "text" in self.runner.get_input_details()
+        runner = self.interpreter.get_signature_runner("serve")
+        self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
+        self.output = runner.get_output_details()["probabilities"]["index"]
+        self.takes_text = "text" in self.inputs
+        self.batch_size = None
         if not self.takes_text:
             self.preprocessor = preprocessor_from_vocabulary(
                 os.path.join(folder, TFLITE_VOCABULARY), settings["sequence_length"], settings["truncation"],
                 settings["lowercase"], settings["strip_accents"])
 
+    def run(self, inputs):
+        # Resizing re-plans the whole graph (and its XNNPACK delegate): do it
+        # only when the batch size changes, not on every call as
+        # SignatureRunner does.
+        batch_size = len(next(iter(inputs.values())))
+        if batch_size != self.batch_size:
+            for name, value in inputs.items():
+                self.interpreter.resize_tensor_input(self.inputs[name], value.shape)
+            self.interpreter.allocate_tensors()
+            self.batch_size = batch_size
+        for name, value in inputs.items():
+            self.interpreter.set_tensor(self.inputs[name], value)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)
+
     def predict_probabilities(self, texts):
         if self.takes_text:
-            return np.concatenate([self.runner(text=np.array([text], dtype=object))["probabilities"]
-                                   for text in texts])
-        features = {name: value.numpy() for name, value in self.preprocessor(list(texts)).items()}
-        return self.runner(**features)["probabilities"]
+            return np.concatenate([self.run({"text": np.array([text], dtype=object)}) for text in texts])
+        return self.run({name: value.numpy() for name, value in self.preprocessor(list(texts)).items()})
 
 
 TFLITE_SETTINGS = "tokenizer.json"

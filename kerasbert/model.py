@@ -15,6 +15,7 @@ Example:
 
 import json
 import os
+import warnings
 
 import keras
 import keras_hub
@@ -59,18 +60,22 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
         return preprocessor
 
     def call(self, x, y=None, sample_weight=None):
-        return keras.utils.pack_x_y_sample_weight(self.tokenize_and_pack(x), y, sample_weight)
+        # A tensor, not a Python list: a traced function retraces for every new list of strings.
+        x = tf.convert_to_tensor(x, dtype=tf.string)
+        features = self.tokenize_and_pack(tf.reshape(x, [-1]))
+        if x.shape.rank == 0:
+            features = {name: value[0] for name, value in features.items()}
+        return keras.utils.pack_x_y_sample_weight(features, y, sample_weight)
 
     # Always a traced function: called eagerly, KerasHub tokenizers take a
     # pure-Python path, and training, export and serving all run the
     # TensorFlow path, so eager calls must run that same path too.
     @tf.function(reduce_retracing=True)
     def tokenize_and_pack(self, x):
+        """A batch of strings ([batch]) -> packed int32 token_ids, padding_mask, segment_ids."""
         if self.packer is None:  # built on first call, also when not called through __call__
             self.build(None)
-        x = tf.convert_to_tensor(x)
-        scalar = x.shape.rank == 0
-        token_ids = self.tokenizer(tf.reshape(x, [-1]))
+        token_ids = self.tokenizer(x)
         token_ids = truncate(token_ids, self.sequence_length - 2, self.head_tokens())
         token_ids, segment_ids = self.packer(token_ids)
         features = {
@@ -78,8 +83,6 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
             "padding_mask": tf.cast(token_ids != self.tokenizer.pad_token_id, tf.int32),
             "segment_ids": segment_ids,
         }
-        if scalar:
-            features = {name: value[0] for name, value in features.items()}
         return features
 
     def head_tokens(self):
@@ -192,7 +195,11 @@ def load_classifier(path):
     if not os.path.isfile(path):
         raise KerasbertError(f"model file {path} does not exist")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        with warnings.catch_warnings():
+            # KerasHub tasks compile themselves on construction, so every saved
+            # task carries a default compile config Keras then warns it cannot restore.
+            warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called", category=UserWarning)
+            return keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
 

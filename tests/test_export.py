@@ -194,3 +194,29 @@ def test_export_bad_input(run_dir, tmp_path, capsys):
     assert cli.main(["export", "--run", run_dir, "--tflite", "int4", "--export-root", str(root)]) == 2
     assert "unknown TFLite format 'int4'" in capsys.readouterr().err
     assert not root.exists()
+
+
+def test_tflite_tokenizer_matches_the_kerashub_preprocessor_on_real_reviews(preset_path):
+    from kerasbert import data
+    from kerasbert.config import TrainConfig
+    from kerasbert.model import ReviewPreprocessor
+    from tests.conftest import TFDS_DIR
+
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=128, truncation="head+tail")
+    reviews = data.load_splits(TrainConfig(data_dir=str(TFDS_DIR), max_train_examples=10,
+                                           max_test_examples=300)).test.texts.tolist()
+    accented = ["Amélie and Zoë were naïve; Björk's Selma in Dancer in the Dark is a tour de force.",
+                "CRÈME BRÛLÉE, Señor Almodóvar: déjà vu."]
+    assert export.tokenizer_mismatches(preprocessor, accented) == []
+    mismatched = export.tokenizer_mismatches(preprocessor, reviews)
+    assert len(mismatched) <= 3, [reviews[i][:200] for i in mismatched]
+    assert all(any(ord(ch) > 127 for ch in reviews[i]) for i in mismatched)
+
+
+def test_known_residue_no_break_space_still_differs(preset_path):
+    """KerasHub 0.32 does not split on U+00A0 (Hugging Face and tf-text do); fails once upstream fixes it."""
+    from kerasbert.model import ReviewPreprocessor
+
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=32)
+    assert export.tokenizer_mismatches(preprocessor, ["it seemed to\u00a0suffer from both"]) == [0]
+    assert export.tokenizer_mismatches(preprocessor, ["it seemed to suffer from both"]) == []
