@@ -72,10 +72,10 @@ def roc_auc(is_positive, scores):
     return float((ranks[is_positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def predict_probabilities(classifier, dataset, steps=None):
+def predict_probabilities(classifier, dataset):
     """Softmax probabilities (float32) for a dataset of (features, label) batches, and the seconds it took."""
     start = time.perf_counter()
-    logits = classifier.predict(dataset, steps=steps, verbose="auto")
+    logits = classifier.predict(dataset, verbose="auto")
     seconds = time.perf_counter() - start
     logits = np.asarray(logits, dtype=np.float32)
     exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))

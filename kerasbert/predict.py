@@ -36,18 +36,18 @@ class Predictor:
 
 class KerasPredictor(Predictor):
     def __init__(self, path):
-        from kerasbert.export import keras_probabilities
         from kerasbert.model import load_classifier
 
         self.classifier = load_classifier(path)
-        self.probabilities = keras_probabilities
         metrics = os.path.join(os.path.dirname(os.path.abspath(path)), rundir.METRICS_FILE)
         count = self.classifier.get_config()["num_classes"]
         self.class_names = (rundir.read_json(metrics)["class_names"] if os.path.isfile(metrics)
                             else [str(k) for k in range(count)])
 
     def predict_probabilities(self, texts):
-        return self.probabilities(self.classifier, texts)
+        from kerasbert.export import keras_probabilities
+
+        return keras_probabilities(self.classifier, texts)
 
 
 class SavedModelPredictor(Predictor):
