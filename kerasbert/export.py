@@ -18,8 +18,8 @@ once its parity check passed, so a server never sees half a version.
 
 Example:
 
->>> path = export_saved_model("runs/smoke", export_root="saved_models")   # doctest: +SKIP
->>> tf.saved_model.load(path).signatures["serving_default"](text=tf.constant(["Loved it."]))  # doctest: +SKIP
+>>> saved_model, tflite = export_run(ExportConfig(run="runs/smoke"))   # doctest: +SKIP
+>>> tf.saved_model.load(saved_model).signatures["serving_default"](text=tf.constant(["Loved it."]))  # doctest: +SKIP
 """
 
 import os
@@ -40,14 +40,25 @@ AGREEMENT_BARS = {"saved_model": 0.999, "float32": 0.999, "float16": 0.995, "dyn
 MAX_ACCURACY_DROP = 0.005  # dynamic-int8
 
 
+def token_model(classifier):
+    """A float32 copy of the classifier without its preprocessor: token-id tensors in, logits out."""
+    model = inference_copy(classifier, dtype="float32")
+    model.preprocessor = None
+    return model
+
+
+def token_probabilities(model, token_ids, segment_ids, padding_mask):
+    features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+    return tf.nn.softmax(tf.cast(model(features, training=False), tf.float32))
+
+
 class ServingModule(tf.Module):
     """Raw text or token ids in; probabilities, class id and class name out."""
 
     def __init__(self, classifier, class_names):
         super().__init__()
         self.preprocessor = classifier.preprocessor
-        self.model = inference_copy(classifier, dtype="float32")
-        self.model.preprocessor = None
+        self.model = token_model(classifier)
         # A variable, so that it is saved and a loader can read the names.
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
 
@@ -57,8 +68,7 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=name) for name in TOKEN_INPUTS])
     def serve_tokens(self, token_ids, segment_ids, padding_mask):
-        features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-        probabilities = tf.nn.softmax(tf.cast(self.model(features, training=False), tf.float32))
+        probabilities = token_probabilities(self.model, token_ids, segment_ids, padding_mask)
         class_id = tf.argmax(probabilities, axis=1)
         return {"probabilities": probabilities, "class_id": class_id,
                 "class_name": tf.gather(self.class_names, class_id)}
@@ -220,14 +230,12 @@ def tflite_model(classifier, quantization, with_tokenizer=False):
     """
     import keras
 
-    model = inference_copy(classifier, dtype="float32")
-    model.preprocessor = None
+    model = token_model(classifier)
     preprocessor = classifier.preprocessor
     length = preprocessor.sequence_length
 
     def probabilities(token_ids, segment_ids, padding_mask):
-        features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-        return {"probabilities": tf.nn.softmax(tf.cast(model(features, training=False), tf.float32))}
+        return {"probabilities": token_probabilities(model, token_ids, segment_ids, padding_mask)}
 
     archive = keras.export.ExportArchive()
     archive.track(model)
