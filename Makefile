@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The shared IMDB copy beside the project; any tfds data dir works.
 export TFDS_DATA_DIR ?= $(abspath ../shared/data/tensorflow_datasets)
 
-.PHONY: setup train quick test clean
+.PHONY: setup train quick test bench-hf clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
@@ -26,6 +26,11 @@ quick: setup
 
 test: setup
 	$(PYTHON) -m pytest $(ARGS)
+
+# kerasbert against Hugging Face + PyTorch (adds torch and transformers to .venv; benchmarks only).
+bench-hf: setup
+	$(PYTHON) -m pip install --quiet -r benchmarks/requirements-hf.txt
+	$(PYTHON) benchmarks/versus_hugging_face.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -15,6 +15,7 @@ commands:
   train     fine-tune, evaluate and save a classifier (same as train.py)
   export    SavedModel for TF Serving and TFLite models of a run (same as export.py)
   predict   label texts with a .keras, SavedModel or .tflite model
+  report    print a run's config, metrics and timings; write its report.md
 
 `kerasbert COMMAND --help` lists a command's options."""
 
@@ -62,7 +63,22 @@ def predict_command(argv):
             print(f"{row['label']}\t{row['probability']:.4f}\t{row['text'][:80]}")
 
 
-COMMANDS = {"train": train_command, "export": export_command, "predict": predict_command}
+def report_command(argv):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="kerasbert report",
+        description="Print a finished run's config, metrics and timings, and write <run>/report.md with "
+                    "its pictures (training curves drawn from the TensorBoard events).")
+    parser.add_argument("run", help="A run directory, e.g. runs/latest.")
+    args = parser.parse_args(argv)
+    from kerasbert.report import REPORT_FILE, write_report
+
+    print(write_report(args.run))
+    print(f"written: {os.path.join(args.run, REPORT_FILE)}")
+
+
+COMMANDS = {"train": train_command, "export": export_command, "predict": predict_command, "report": report_command}
 
 
 def run(command, argv):

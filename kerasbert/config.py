@@ -50,6 +50,9 @@ class TrainConfig:
         choices=("head", "tail", "head+tail"),
     )
     dropout: float = option(0.1, "Dropout before the classification layer.")
+    backbone_dropout: float = option(
+        -1.0, "Dropout inside the BERT backbone (-1: the preset's own, 0.1 for BERT and MiniLM)."
+    )
     # Data
     dataset: str = option(
         "imdb_reviews",
@@ -104,6 +107,28 @@ class TrainConfig:
     )
     jit_compile: bool = option(False, "Compile the train step with XLA.")
     seed: int = option(42, "Seed of every random choice: split, shuffle, init, dropout.")
+    # Distribution and fault tolerance
+    strategy: str = option(
+        "auto",
+        "tf.distribute strategy: auto (TPU if attached, multi-worker if TF_CONFIG "
+        "names a cluster, mirrored if several GPUs, else default), default, "
+        "one-device, mirrored, multi-worker (TF_CONFIG) or tpu.",
+        choices=("auto", "default", "one-device", "mirrored", "multi-worker", "tpu"),
+    )
+    logical_cpu_devices: int = option(
+        0, "Split the CPU into this many logical devices (mirrored training without GPUs; 0: off)."
+    )
+    backup_every_steps: int = option(
+        100,
+        "Back up weights, optimizer state and progress to <run>/backup every "
+        "this many steps (and at every epoch end; 0: epoch ends only). A killed "
+        "run restarted with the same command resumes from the backup.",
+    )
+    resume: bool = option(
+        False,
+        "Resume an interrupted run: the one in --output-dir, else the latest "
+        "under runs/ with a backup. Refused if the options differ from the run's.",
+    )
     # Run directory
     output_dir: str = option(
         "", "Run directory (default: runs/<UTC date and time>)."
@@ -113,6 +138,11 @@ class TrainConfig:
     )
     log_every_steps: int = option(
         20, "Write per-step TensorBoard scalars every this many steps."
+    )
+    profile_steps: str = option(
+        "",
+        "Profile this range of training steps, e.g. 10,20, into the TensorBoard "
+        "profiler (Profile tab; needs tensorboard-plugin-profile). Empty: off.",
     )
     quick: bool = option(
         False,
@@ -125,10 +155,11 @@ class TrainConfig:
     def validate(self):
         """Raise `KerasbertError` naming the first invalid value."""
         positive = ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps")
+        non_negative = ("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm",
+                        "weight_decay", "logical_cpu_devices", "backup_every_steps")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise KerasbertError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")
-        non_negative = ("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm", "weight_decay")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise KerasbertError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
@@ -136,16 +167,32 @@ class TrainConfig:
         for name in fractions:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise KerasbertError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        if not (self.backbone_dropout == -1.0 or 0.0 <= self.backbone_dropout < 1.0):
+            raise KerasbertError(f"--backbone-dropout must be -1 or in [0, 1), got {self.backbone_dropout}")
         if not self.learning_rate > 0:
             raise KerasbertError(f"--learning-rate must be positive, got {self.learning_rate}")
         if self.max_seq_length < 8:
             raise KerasbertError(f"--max-seq-length must be at least 8, got {self.max_seq_length}")
+        if self.profile_steps:
+            self.profile_range()
         if bool(self.train_file) != bool(self.test_file):
             raise KerasbertError("--train-file and --test-file go together: give both")
         for name, field in fields().items():
             choices = field.metadata.get("choices")
             if choices and getattr(self, name) not in choices:
                 raise KerasbertError(f"--{flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+
+    def profile_range(self):
+        """--profile-steps as (first, last) steps, (0, 0) when off."""
+        if not self.profile_steps:
+            return (0, 0)
+        parts = self.profile_steps.split(",")
+        if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+            raise KerasbertError(f"--profile-steps must be two step numbers FIRST,LAST, got {self.profile_steps!r}")
+        first, last = (int(part) for part in parts)
+        if not 0 < first <= last:
+            raise KerasbertError(f"--profile-steps needs 0 < FIRST <= LAST, got {self.profile_steps!r}")
+        return first, last
 
     def to_dict(self):
         return dataclasses.asdict(self)

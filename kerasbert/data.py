@@ -288,18 +288,28 @@ def class_names_of(keys, path):
 # --- tf.data pipelines -----------------------------------------------------
 
 
-def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True):
-    """Shuffled (reshuffled each epoch), batched, tokenized training batches."""
+def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True, epoch=0, skip_batches=0):
+    """One epoch of shuffled, batched, tokenized training batches.
+
+    The order is a function of (seed, epoch) alone, so a resumed run can skip
+    the `skip_batches` it had already trained on and continue with exactly the
+    batches an uninterrupted run would see. With several workers every worker
+    builds the same order and keeps its share of the batches (DATA sharding).
+    """
+    epoch_seed = seed * 1_000_003 + epoch
     dataset = tf.data.Dataset.from_tensor_slices((list(data.texts), data.labels))
-    dataset = dataset.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.shuffle(len(data), seed=epoch_seed, reshuffle_each_iteration=False)
     if length_bucketing:
         window = batch_size * BUCKET_WINDOW_BATCHES
         dataset = dataset.batch(window).map(sort_by_length).unbatch()
-        dataset = dataset.batch(batch_size).shuffle(BUCKET_WINDOW_BATCHES, seed=seed)
+        dataset = dataset.batch(batch_size).shuffle(BUCKET_WINDOW_BATCHES, seed=epoch_seed,
+                                                    reshuffle_each_iteration=False)
     else:
         dataset = dataset.batch(batch_size)
+    batches = -(-len(data) // batch_size)
+    dataset = dataset.skip(skip_batches)  # before tokenizing: skipping costs nothing
     # Re-batching hides the batch count from tf.data; Keras needs it for its progress bar.
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-len(data) // batch_size)))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(max(batches - skip_batches, 0)))
     return tokenized(dataset, preprocessor, length_bucketing)
 
 
@@ -319,7 +329,10 @@ def tokenized(dataset, preprocessor, trim):
         features = preprocessor(texts)
         return (trim_padding(features) if trim else features), labels
 
-    return dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(options)
 
 
 def trim_padding(features):

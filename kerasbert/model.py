@@ -126,20 +126,23 @@ def truncate(token_ids, budget, head):
 
 
 def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
-                     mixed_precision="off"):
+                     mixed_precision="off", backbone_dropout=-1.0):
     """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
 
     The classifier's own `preprocessor` is None during training: the
     preprocessor runs in the `tf.data` pipeline instead. `attach_preprocessor`
-    puts it back before the model is saved.
+    puts it back before the model is saved. `backbone_dropout` -1 keeps the
+    preset's dropout inside the transformer layers.
     """
     dtype = DTYPE_POLICIES[mixed_precision]
+    backbone_options = {} if backbone_dropout < 0 else {"dropout": backbone_dropout}
     try:
         preprocessor = ReviewPreprocessor.from_preset(
             preset, sequence_length=max_seq_length, truncation=truncation
         )
+        backbone = keras_hub.models.BertBackbone.from_preset(preset, dtype=dtype, **backbone_options)
         classifier = keras_hub.models.BertClassifier.from_preset(
-            preset, num_classes=num_classes, preprocessor=None, dropout=dropout, dtype=dtype
+            preset, backbone=backbone, num_classes=num_classes, preprocessor=None, dropout=dropout, dtype=dtype
         )
     except (OSError, ValueError, KeyError) as error:
         raise KerasbertError(f"cannot load preset {preset}: {first_line(error)}") from None

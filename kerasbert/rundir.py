@@ -3,17 +3,20 @@
 A run directory holds:
 
     config.json          the resolved TrainConfig
-    logs/train/          TensorBoard events (per-step and per-epoch scalars)
-    logs/validation/     TensorBoard events of the validation passes
+    logs/                TensorBoard events (see kerasbert.monitoring): train/,
+                         validation/, test/ and the HParams session
     checkpoints/best.weights.h5   weights of the best validation epoch
+    backup/              training state for resuming (kerasbert.resume); removed when the run finishes
     model.keras          the trained classifier, tokenizer included
     metrics.json         test metrics, timings, throughput, peak memory
-    confusion_matrix.png the test confusion matrix
+    confusion_matrix.png, precision_recall.png, training_curves.png
+    report.md            config, metrics, timings and the pictures (kerasbert report)
 
 and `latest` beside it links to the last finished run.
 """
 
 import datetime
+import glob
 import json
 import os
 import shutil
@@ -26,11 +29,22 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 LOG_DIR = "logs"
 BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
+BACKUP_DIR = "backup"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
+PRECISION_RECALL_PNG = "precision_recall.png"
 
 
 def default_run_directory():
     return os.path.join("runs", datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
+
+
+def latest_resumable_run(root="runs"):
+    """The most recently backed-up run under `root` that has not finished, or None."""
+    states = glob.glob(os.path.join(root, "*", BACKUP_DIR, "state.json"))
+    if not states:
+        return None
+    newest = max(states, key=os.path.getmtime)
+    return os.path.dirname(os.path.dirname(newest))
 
 
 def check_run_directory(path, overwrite):

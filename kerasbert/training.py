@@ -13,13 +13,15 @@ import dataclasses
 import math
 import os
 import resource
+import shutil
 import time
 
 import keras
 import tensorflow as tf
 
-from kerasbert import data, evaluation, plots, rundir
-from kerasbert.model import attach_preprocessor, build_classifier, save_classifier
+from kerasbert import data, distribution, evaluation, monitoring, plots, report, resume, rundir
+from kerasbert.errors import KerasbertError
+from kerasbert.model import attach_preprocessor, build_classifier, inference_copy, save_classifier
 from kerasbert.presets import resolve_preset
 
 # Variables that get no weight decay: LayerNorm scales/offsets and biases.
@@ -52,7 +54,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_optimizer(config, total_steps):
     schedule = WarmupLinearDecay(config.learning_rate, int(config.warmup_ratio * total_steps), total_steps)
-    optimizer = keras.optimizers.AdamW(
+    optimizer = monitoring.GradientNormAdamW(
         learning_rate=schedule,
         weight_decay=config.weight_decay,
         global_clipnorm=config.clip_norm or None,
@@ -72,56 +74,86 @@ def compile_classifier(classifier, config, total_steps):
     )
 
 
-class TensorBoardWithLearningRate(keras.callbacks.TensorBoard):
-    """Keras' TensorBoard callback, plus the learning rate in the per-step scalars."""
-
-    def on_train_batch_end(self, batch, logs=None):
-        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        super().on_train_batch_end(batch, {**(logs or {}), "learning_rate": learning_rate})
-
-
 class Throughput(keras.callbacks.Callback):
-    """Training sequences/s, not counting validation passes; added to the epoch logs."""
+    """Training sequences/s, not counting validation passes; added to the epoch logs.
 
-    def __init__(self, examples_per_epoch):
+    A resumed run starts from the totals its backup recorded.
+    """
+
+    def __init__(self, batch_size, seconds=0.0, sequences=0):
         super().__init__()
-        self.examples_per_epoch = examples_per_epoch
-        self.train_seconds = 0.0
-        self.epochs = 0
+        self.batch_size, self.train_seconds, self.trained_sequences = batch_size, seconds, sequences
+        self.epoch_sequences, self.steps, self.started, self.paused = 0, 0, None, None
+
+    def expect(self, sequences):
+        """The number of sequences the next epoch (`fit` call) trains on."""
+        self.epoch_sequences = sequences
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started, self.paused, self.steps = time.perf_counter(), None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
 
     def on_test_begin(self, logs=None):
         self.paused = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = getattr(self, "paused", time.perf_counter()) - self.started
+        seconds = (self.paused or time.perf_counter()) - self.started
         self.train_seconds += seconds
-        self.epochs += 1
-        self.__dict__.pop("paused", None)
+        self.trained_sequences += self.epoch_sequences
+        self.started = None
         if logs is not None:
-            logs["sequences_per_second"] = self.examples_per_epoch / seconds
+            logs["sequences_per_second"] = self.epoch_sequences / seconds
+
+    def totals_so_far(self):
+        """(seconds, sequences) trained so far, the current epoch's part included."""
+        if self.started is None:
+            return self.train_seconds, self.trained_sequences
+        return (self.train_seconds + time.perf_counter() - self.started,
+                self.trained_sequences + min(self.steps * self.batch_size, self.epoch_sequences))
 
     @property
     def sequences_per_second(self):
-        return self.epochs * self.examples_per_epoch / max(self.train_seconds, 1e-9)
+        return self.trained_sequences / max(self.train_seconds, 1e-9)
 
 
-def make_callbacks(config, run_dir, has_validation, throughput):
-    monitor = "val_accuracy" if has_validation else "accuracy"
+class EpochProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs out of the whole run (each epoch is its own `fit` call)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
+def monitored_metric(splits):
+    return "val_accuracy" if len(splits.validation) else "accuracy"
+
+
+def make_callbacks(config, run_dir, splits, preprocessor, throughput, state):
+    log_dir = os.path.join(run_dir, rundir.LOG_DIR)
+    best_checkpoint = keras.callbacks.ModelCheckpoint(
+        os.path.join(run_dir, rundir.BEST_WEIGHTS), monitor=monitored_metric(splits), mode="max",
+        save_best_only=True, save_weights_only=True,
+    )
+    if state.best is not None:
+        best_checkpoint.best = state.best
     callbacks = [
         throughput,
+        EpochProgress(config.epochs),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, rundir.BEST_WEIGHTS), monitor=monitor, mode="max",
-            save_best_only=True, save_weights_only=True,
-        ),
-        TensorBoardWithLearningRate(os.path.join(run_dir, rundir.LOG_DIR), update_freq=config.log_every_steps),
+        best_checkpoint,
+        monitoring.TrainingTensorBoard(log_dir, config.batch_size, config.log_every_steps, config.profile_range()),
     ]
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                       patience=config.early_stopping_patience))
+    if len(splits.validation):
+        sample = splits.validation.sample(monitoring.MISCLASSIFIED_SAMPLE, config.seed).sorted_by_length()
+        batches = data.evaluation_dataset(sample, preprocessor, config.eval_batch_size, config.length_bucketing)
+        callbacks.append(monitoring.MisclassifiedReviews(os.path.join(log_dir, "validation"), sample, batches,
+                                                         splits.class_names))
     return callbacks
 
 
@@ -133,73 +165,143 @@ def phase(message):
 class FineTuned:
     classifier: keras.Model
     preprocessor: keras.layers.Layer
-    history: keras.callbacks.History
+    history: dict  # metric name -> one value per epoch
     throughput: Throughput
     strategy: tf.distribute.Strategy
+    state: resume.RunState  # steps taken, best epoch, and how the run went
 
 
-def fine_tune(config, preset_path, splits, run_dir):
-    """Build the classifier under the strategy, fit it, and restore its best-validation weights.
+def fine_tune(config, preset_path, splits, run_dir, strategy=None):
+    """Build the classifier under the strategy, fit it epoch by epoch with backups,
+    and restore its best-validation weights.
 
-    `preset_path` is what `resolve_preset(config.preset)` returned.
+    If `run_dir` holds a backup, training resumes from it: same epoch and
+    step, same optimizer state. `preset_path` is what `resolve_preset(config.preset)` returned.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(config.seed)
-    strategy = tf.distribute.get_strategy()
     steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
     with strategy.scope():
         classifier, preprocessor = build_classifier(
-            preset_path, len(splits.class_names), config.max_seq_length,
-            config.truncation, config.dropout, config.mixed_precision,
+            preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
+            config.mixed_precision, config.backbone_dropout,
         )
         compile_classifier(classifier, config, config.epochs * steps_per_epoch)
-
-    rundir.create_run_directory(run_dir, config.overwrite)
-    config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
+        backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
+        state = backup.restore(classifier) if backup.exists() and not config.overwrite else None
+    if state:
+        phase(f"resuming from {backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "
+              f"{steps_per_epoch} (global step {state.global_step})")
+    else:
+        state = resume.RunState()
+        rundir.create_run_directory(run_dir, config.overwrite)
+        config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
+        monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config, os.path.basename(run_dir))
     phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.join(run_dir, rundir.LOG_DIR)}")
 
-    train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
-                                       config.length_bucketing)
     validation_data = None
     if len(splits.validation):
         validation_data = data.evaluation_dataset(splits.validation.sorted_by_length(), preprocessor,
                                                   config.eval_batch_size, config.length_bucketing)
-    throughput = Throughput(len(splits.train))
-    phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps")
-    history = classifier.fit(
-        train_data, validation_data=validation_data, epochs=config.epochs, shuffle=False,
-        callbacks=make_callbacks(config, run_dir, validation_data is not None, throughput),
-    )
+    throughput = Throughput(config.batch_size, state.train_seconds, state.trained_sequences)
+    save_every_steps = resume.BackupEverySteps(backup, state, throughput, config.backup_every_steps)
+    callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [save_every_steps]
+    phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
+          f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
+    while state.epoch < config.epochs and not stops_early(config, state):
+        skip = state.step_in_epoch
+        train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
+                                           config.length_bucketing, epoch=state.epoch, skip_batches=skip)
+        save_every_steps.steps_before_this_fit = skip
+        throughput.expect(len(splits.train) - min(skip * config.batch_size, len(splits.train)))
+        history = classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch,
+                                 epochs=state.epoch + 1, shuffle=False, callbacks=callbacks)
+        if classifier.stop_training or not history.epoch:
+            raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
+                                 "(try a lower --learning-rate, or --mixed-precision off)")
+        state.finish_epoch({name: values[-1] for name, values in history.history.items()}, monitored_metric(splits))
+        state.global_step = int(classifier.optimizer.iterations.numpy())
+        state.train_seconds, state.trained_sequences = throughput.totals_so_far()
+        backup.save(classifier, state)
+    if stops_early(config, state):
+        phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     best_weights = os.path.join(run_dir, rundir.BEST_WEIGHTS)
     if os.path.exists(best_weights):
         classifier.load_weights(best_weights)
-    return FineTuned(classifier, preprocessor, history, throughput, strategy)
+    history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
+    return FineTuned(classifier, preprocessor, history, throughput, strategy, state)
+
+
+def stops_early(config, state):
+    return bool(config.early_stopping_patience) and state.epochs_since_best >= config.early_stopping_patience
+
+
+def choose_run_directory(config, task):
+    """The run directory of this process, checked; a non-chief worker gets a temporary one beside the chief's.
+
+    Nothing is created or removed here, so a refused run destroys nothing.
+    """
+    if task.workers > 1 and not config.output_dir:
+        raise KerasbertError("multi-worker training needs --output-dir, the same on every worker")
+    run_dir = config.output_dir
+    if not run_dir and config.resume:
+        run_dir = rundir.latest_resumable_run()
+        if not run_dir:
+            raise KerasbertError("--resume: no run under runs/ has a backup to resume from (give --output-dir)")
+    run_dir = run_dir or rundir.default_run_directory()
+    if not task.is_chief:
+        run_dir = f"{run_dir.rstrip(os.sep)}.{task.name}"
+    has_backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).exists()
+    if config.overwrite or not (has_backup or config.resume):
+        rundir.check_run_directory(run_dir, config.overwrite)
+    elif not has_backup:
+        raise KerasbertError(f"--resume: {run_dir} has no backup to resume from (the run finished, "
+                             "or never saved one)")
+    else:
+        resume.check_same_config(run_dir, config)
+    return run_dir
 
 
 def train_and_evaluate(config):
     """Fine-tune, evaluate on the test split and save; returns what metrics.json holds.
 
-    Every input is checked (preset, data, output directory) before the output
-    directory is touched, so a refused run destroys nothing.
+    Every input is checked (strategy, cluster, preset, data, output directory)
+    before the output directory is touched, so a refused run destroys nothing.
+    In a multi-worker cluster every worker trains, and the chief alone
+    evaluates and keeps outputs; the other workers' directories are removed.
     """
     started = time.perf_counter()
-    run_dir = config.output_dir or rundir.default_run_directory()
-    rundir.check_run_directory(run_dir, config.overwrite)
+    task = distribution.cluster_task()
+    strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices)
+    run_dir = choose_run_directory(config, task)
+    if config.overwrite and os.path.isdir(os.path.join(run_dir, rundir.BACKUP_DIR)):
+        phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
     phase(f"resolving preset {config.preset}")
     preset_path = resolve_preset(config.preset)
     phase("reading data")
     splits = data.load_splits(config)
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
-    tuned = fine_tune(config, preset_path, splits, run_dir)
-    classifier, preprocessor, history = tuned.classifier, tuned.preprocessor, tuned.history
+    tuned = fine_tune(config, preset_path, splits, run_dir, strategy)
+    if not task.is_chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        phase(f"{task.name} done; the chief writes the outputs")
+        return None
+    classifier, preprocessor = tuned.classifier, tuned.preprocessor
 
     phase(f"evaluating on {len(splits.test)} test examples")
     test = splits.test.sorted_by_length()
     test_data = data.evaluation_dataset(test, preprocessor, config.eval_batch_size, config.length_bucketing)
-    probabilities, eval_seconds = evaluation.predict_probabilities(classifier, test_data)
+    # Across workers, predict would need every worker; the chief predicts alone on a local copy.
+    evaluated = inference_copy(classifier) if task.workers > 1 else classifier
+    probabilities, eval_seconds = evaluation.predict_probabilities(evaluated, test_data)
     test_metrics = evaluation.classification_metrics(test.labels, probabilities, splits.class_names)
-    plots.save_confusion_matrix(test_metrics["confusion_matrix"], splits.class_names,
-                                os.path.join(run_dir, rundir.CONFUSION_MATRIX_PNG))
+    images = {"confusion_matrix": os.path.join(run_dir, rundir.CONFUSION_MATRIX_PNG),
+              "precision_recall": os.path.join(run_dir, rundir.PRECISION_RECALL_PNG)}
+    plots.save_confusion_matrix(test_metrics["confusion_matrix"], splits.class_names, images["confusion_matrix"])
+    plots.save_precision_recall(test.labels, probabilities, splits.class_names, images["precision_recall"])
+    monitoring.log_test_results(os.path.join(run_dir, rundir.LOG_DIR), test.labels, probabilities, test_metrics,
+                                splits.class_names, tuned.state.global_step, images)
 
     phase("saving model.keras (tokenizer included)")
     attach_preprocessor(classifier, preprocessor)
@@ -207,10 +309,11 @@ def train_and_evaluate(config):
 
     metrics = {
         "test": test_metrics,
-        "validation": {name[4:]: values[-1] for name, values in history.history.items() if name.startswith("val_")},
+        "validation": {name[4:]: values[-1] for name, values in tuned.history.items() if name.startswith("val_")},
         "class_names": splits.class_names,
         "examples": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
-        "epochs_run": len(history.epoch),
+        "epochs_run": len(tuned.state.history),
+        "optimizer_steps": tuned.state.global_step,
         "timing": {
             "train_seconds": tuned.throughput.train_seconds,
             "train_sequences_per_second": tuned.throughput.sequences_per_second,
@@ -219,12 +322,17 @@ def train_and_evaluate(config):
             "total_seconds": time.perf_counter() - started,
         },
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "strategy": type(tuned.strategy).__name__,
         "replicas": tuned.strategy.num_replicas_in_sync,
+        "workers": task.workers,
     }
     rundir.write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
+    report.write_report(run_dir)
+    resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).delete()  # only now: the run is complete
     rundir.point_latest_at(run_dir)
     phase(f"test metrics ({len(test)} examples), written to {os.path.join(run_dir, rundir.METRICS_FILE)}:\n"
           + evaluation.format_metrics_table(test_metrics))
+    phase(f"report with pictures: {os.path.join(run_dir, report.REPORT_FILE)}")
     timing = metrics["timing"]
     phase(f"train {timing['train_sequences_per_second']:.1f} seq/s, eval {timing['eval_sequences_per_second']:.1f} "
           f"seq/s, total {timing['total_seconds'] / 60:.1f} min, peak memory {metrics['peak_rss_mib']:.0f} MiB")

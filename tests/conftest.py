@@ -74,5 +74,14 @@ def tiny_config(tmp_path, **overrides):
     return TrainConfig(**values)
 
 
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A finished tiny run (2 epochs of 4 steps): its config and metrics."""
+    from kerasbert.training import train_and_evaluate
+
+    config = tiny_config(tmp_path_factory.mktemp("train"), epochs=2)
+    return config, train_and_evaluate(config)
+
+
 def assert_same_predictions(first, second, inputs, atol=1e-6):
     np.testing.assert_allclose(first.predict(inputs, verbose=0), second.predict(inputs, verbose=0), atol=atol)

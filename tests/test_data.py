@@ -175,10 +175,21 @@ def test_pipeline_feeds_int32_batches_trimmed_to_the_longest_review(preset_path,
         longest = int(tf.reduce_max(tf.reduce_sum(features["padding_mask"], axis=1)))
         assert width % data.PAD_TO_MULTIPLE_OF == 0 or width == 128
         assert longest <= width < longest + data.PAD_TO_MULTIPLE_OF
-    first_epoch = [labels.numpy().tolist() for _, labels in batches]
-    assert first_epoch != [labels.numpy().tolist() for _, labels in dataset], "reshuffled each epoch"
-    again = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1)
-    assert first_epoch == [labels.numpy().tolist() for _, labels in again], "same seed, same order"
+
+
+def test_batch_order_is_a_function_of_seed_and_epoch_and_can_skip(preset_path, tfds_splits):
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=64)
+
+    def label_batches(**options):
+        dataset = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1, **options)
+        return [labels.numpy().tolist() for _, labels in dataset]
+
+    first_epoch = label_batches(epoch=0)
+    assert first_epoch == label_batches(epoch=0), "same seed and epoch, same order (e.g. after a restart)"
+    assert first_epoch != label_batches(epoch=1), "each epoch has its own order"
+    assert label_batches(epoch=0, skip_batches=3) == first_epoch[3:]
+    skipped = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1, skip_batches=3)
+    assert skipped.cardinality().numpy() == 4
 
 
 def test_evaluation_pipeline_keeps_the_order(preset_path, tfds_splits):

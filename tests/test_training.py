@@ -2,23 +2,17 @@ import dataclasses
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from kerasbert import cli, data, rundir
+from kerasbert.monitoring import GradientNormAdamW
 from kerasbert.config import TrainConfig
 from kerasbert.model import load_classifier
+from kerasbert.report import read_scalars
 from kerasbert.training import WarmupLinearDecay, fine_tune, train_and_evaluate
 from tests.conftest import tiny_config
-
-
-def scalars(log_dir):
-    events = EventAccumulator(log_dir, size_guidance={"tensors": 0})
-    events.Reload()
-    return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto))) for event in events.Tensors(tag)]
-            for tag in events.Tags()["tensors"]}
 
 
 def test_warmup_then_linear_decay():
@@ -34,15 +28,9 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
                          warmup_ratio=0.0, dropout=0.0)
     splits = data.load_splits(config)
     tuned = fine_tune(config, preset_path, splits, config.output_dir)
-    losses = tuned.history.history["loss"]
+    losses = tuned.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
-    assert tuned.history.history["accuracy"][-1] >= 0.9
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    config = tiny_config(tmp_path_factory.mktemp("train"), epochs=2)
-    return config, train_and_evaluate(config)
+    assert tuned.history["accuracy"][-1] >= 0.9
 
 
 def test_run_directory_holds_config_metrics_model_and_plot(finished_run):
@@ -75,19 +63,30 @@ def test_saved_model_reproduces_the_reported_test_accuracy(finished_run):
     assert accuracy == pytest.approx(metrics["test"]["accuracy"])
 
 
-def test_tensorboard_holds_loss_accuracy_and_learning_rate_per_step_and_epoch(finished_run):
+def test_tensorboard_holds_loss_accuracy_learning_rate_gradient_norm_and_speed(finished_run):
     config, metrics = finished_run
-    train = scalars(os.path.join(config.output_dir, "logs", "train"))
-    validation = scalars(os.path.join(config.output_dir, "logs", "validation"))
-    for tag in ("batch_loss", "batch_accuracy", "batch_learning_rate", "epoch_loss", "epoch_accuracy",
-                "epoch_learning_rate", "epoch_sequences_per_second"):
+    train = read_scalars(os.path.join(config.output_dir, "logs", "train"))
+    validation = read_scalars(os.path.join(config.output_dir, "logs", "validation"))
+    for tag in ("batch_loss", "batch_accuracy", "batch_learning_rate", "batch_gradient_norm",
+                "batch_sequences_per_second", "epoch_loss", "epoch_accuracy", "epoch_learning_rate",
+                "epoch_gradient_norm", "epoch_sequences_per_second"):
         assert tag in train, sorted(train)
-    steps = [step for step, _ in train["batch_loss"]]
-    assert steps == list(range(1, 9)), "4 steps per epoch, logged every step"
+    steps, _ = train["batch_loss"]
+    assert steps.tolist() == list(range(1, 9)), "4 steps per epoch, logged every step"
     schedule = WarmupLinearDecay(config.learning_rate, 0, 8)
-    assert train["batch_learning_rate"][0][1] == pytest.approx(float(schedule(1)), rel=1e-4)
-    assert [step for step, _ in train["epoch_loss"]] == [0, 1]
-    assert validation["epoch_accuracy"][-1][1] == pytest.approx(metrics["validation"]["accuracy"])
+    assert train["batch_learning_rate"][1][0] == pytest.approx(float(schedule(1)), rel=1e-4)
+    norms, speeds = train["batch_gradient_norm"][1], train["batch_sequences_per_second"][1]
+    assert np.all(norms > 0) and np.all(np.isfinite(norms)) and len(set(norms.round(6))) > 1
+    assert np.all(speeds > 0) and np.all(speeds < 10_000)
+    assert train["epoch_loss"][0].tolist() == [0, 1]
+    assert validation["epoch_accuracy"][1][-1] == pytest.approx(metrics["validation"]["accuracy"])
+
+
+def test_gradient_norm_is_the_global_norm_before_clipping():
+    optimizer = GradientNormAdamW(learning_rate=0.1, global_clipnorm=1.0)
+    variables = [keras.Variable(np.zeros((2,), "float32")), keras.Variable(np.zeros((), "float32"))]
+    optimizer.apply([np.array([3.0, 0.0], "float32"), np.array(4.0, "float32")], variables)
+    assert float(optimizer.gradient_norm.numpy()) == pytest.approx(5.0)
 
 
 def test_existing_output_dir_is_refused_and_kept(finished_run, capsys):

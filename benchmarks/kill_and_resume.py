@@ -1,0 +1,111 @@
+"""Kill a training run with SIGKILL at random moments, restart it with the same command each
+time, and compare the finished run with an uninterrupted one.
+
+The kill moments are random optimizer steps (seeded) plus a random delay, so
+they land anywhere between two backups. Each restart's output goes to
+`<output-dir>.attempt-<n>.log`.
+
+    python benchmarks/kill_and_resume.py --output-dir runs/kill-benchmark \\
+        --baseline runs/default-benchmark -- --data-dir ../shared/data/tensorflow_datasets
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="runs/kill-benchmark")
+    parser.add_argument("--baseline", default="runs/default-benchmark",
+                        help="Run directory of an uninterrupted run with the same options.")
+    parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max-delay", type=float, default=60.0, help="Seconds of random delay after the step.")
+    parser.add_argument("--results", default="benchmarks/kill_and_resume.md")
+    parser.add_argument("train_options", nargs="*", help="Options for train.py, after --.")
+    args = parser.parse_args()
+
+    baseline = read_json(os.path.join(args.baseline, "metrics.json"))
+    total_steps = baseline["optimizer_steps"] if "optimizer_steps" in baseline else math.ceil(
+        baseline["examples"]["train"] / 16)
+    rng = random.Random(args.seed)
+    kill_steps = sorted(rng.sample(range(1, total_steps), args.kills))
+    command = [sys.executable, "train.py", "--output-dir", args.output_dir, *args.train_options]
+    state_file = os.path.join(args.output_dir, "backup", "state.json")
+    kills, started = [], time.perf_counter()
+    for attempt, step in enumerate(kill_steps + [None], start=1):
+        log_path = f"{args.output_dir}.attempt-{attempt}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            if step is None:
+                process.wait()
+                break
+            while process.poll() is None and backed_up_step(state_file) < step:
+                time.sleep(1)
+            delay = rng.uniform(0, args.max_delay)
+            time.sleep(delay)
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        state = read_json(state_file)
+        kills.append({"attempt": attempt, "after_backup_of_step": step, "delay_seconds": round(delay, 1),
+                      "resumes_at_global_step": state["global_step"],
+                      "elapsed_minutes": round((time.perf_counter() - started) / 60, 1)})
+        print(json.dumps(kills[-1]), flush=True)
+    total = time.perf_counter() - started
+    if process.returncode:
+        raise SystemExit(f"the last attempt failed with status {process.returncode}; see {log_path}")
+    metrics = read_json(os.path.join(args.output_dir, "metrics.json"))
+    write_results(args, command, kills, total, metrics, baseline)
+
+
+def backed_up_step(state_file):
+    try:
+        return read_json(state_file)["global_step"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def read_json(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def write_results(args, command, kills, total, metrics, baseline):
+    extra = total - baseline["timing"]["total_seconds"]
+    lines = [
+        f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
+        f"Command: `python {' '.join(sys.argv)}`; each attempt ran `{' '.join(command[1:])}`.\n",
+        "| attempt | killed after the backup of step | + random delay (s) | resumed from global step | "
+        "minutes since the first start |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {k['attempt']} | {k['after_backup_of_step']} | {k['delay_seconds']} | {k['resumes_at_global_step']} | "
+              f"{k['elapsed_minutes']} |" for k in kills]
+    lines += [
+        "",
+        "| measure | killed {0} times | uninterrupted ({1}) |".format(len(kills), args.baseline),
+        "|---|---|---|",
+        f"| total wall minutes | {total / 60:.1f} | {baseline['timing']['total_seconds'] / 60:.1f} |",
+        f"| extra wall minutes | {extra / 60:+.1f} | |",
+        f"| optimizer steps | {metrics['optimizer_steps']} | {baseline.get('optimizer_steps', 'n/a')} |",
+        f"| test accuracy | {metrics['test']['accuracy']:.4f} | {baseline['test']['accuracy']:.4f} |",
+        f"| accuracy difference (points) | {100 * (metrics['test']['accuracy'] - baseline['test']['accuracy']):+.2f} | |",
+    ]
+    with open(args.results, "a") as results:
+        results.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

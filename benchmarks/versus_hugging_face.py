@@ -1,0 +1,430 @@
+"""kerasbert against a plain Hugging Face transformers + PyTorch loop, side by side.
+
+Same machine, same offline MiniLM checkpoint and vocabulary, same real IMDB
+train reviews, same batch size and maximum length. Each measurement runs in its
+own process (so peak memory is per stack), and the stacks alternate (A B A B)
+within one invocation, so both see the same machine noise.
+
+- throughput: training sequences/s (AdamW, global-norm clipping; a few warm-up
+  steps excluded) and inference sequences/s, at each `--lengths`;
+- variants: kerasbert with one speed-up switched off at a time, and HF with
+  bf16 autocast, at `--variant-length`;
+- `--time-to-accuracy TARGET`: train each stack until accuracy on a held-out
+  slice of train reaches TARGET and report the wall time;
+- the CPU's measured bf16 and float32 matmul peak, against which the training
+  arithmetic throughput is stated.
+
+The PyTorch side needs `pip install -r benchmarks/requirements-hf.txt`;
+kerasbert itself never imports torch.
+
+    python benchmarks/versus_hugging_face.py --data-dir ../shared/data/tensorflow_datasets
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+WARMUP_STEPS = 3
+KERASBERT_VARIANTS = {
+    "kerasbert": {},
+    "kerasbert float32": {"mixed_precision": "off"},
+    "kerasbert no bucketing": {"length_bucketing": False},
+    "kerasbert XLA": {"jit_compile": True},
+}
+HF_VARIANTS = {"hf": {}, "hf bf16 autocast": {"bf16": True}}
+
+
+# --- the orchestrating process ---------------------------------------------
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR", ""))
+    parser.add_argument("--lengths", default="128,256,512")
+    parser.add_argument("--rounds", type=int, default=2, help="A B repetitions of every measurement.")
+    parser.add_argument("--train-examples", type=int, default=320)
+    parser.add_argument("--inference-examples", type=int, default=640)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--variant-length", type=int, default=256, help="Length of the variant runs (0: none).")
+    parser.add_argument("--time-to-accuracy", type=float, default=0.0,
+                        help="Also train each stack until this held-out accuracy (0: skip).")
+    parser.add_argument("--tta-length", type=int, default=128)
+    parser.add_argument("--tta-eval-every", type=int, default=50, help="Steps between held-out checks.")
+    parser.add_argument("--results", default="benchmarks/RESULTS.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return run_worker(args.worker, json.loads(args.job))
+
+    reviews_file = write_review_sample(args)
+    measurements = []
+    lengths = [int(length) for length in args.lengths.split(",") if length]
+    plan = [(name, length) for length in lengths for name in ("kerasbert", "hf")]
+    if args.variant_length:
+        plan += [(name, args.variant_length) for name in list(KERASBERT_VARIANTS)[1:] + list(HF_VARIANTS)[1:]]
+    for round_number in range(1, args.rounds + 1):
+        for name, length in plan:
+            job = {"mode": "throughput", "reviews": reviews_file, "length": length, "options": variant_options(name),
+                   "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size}
+            result = launch(name, job)
+            measurements.append({"name": name, "length": length, "round": round_number, **result})
+            print(json.dumps(measurements[-1]), flush=True)
+    accuracy_runs = []
+    if args.time_to_accuracy:
+        for name in ("kerasbert", "hf"):
+            job = {"mode": "time_to_accuracy", "reviews": reviews_file, "length": args.tta_length,
+                   "options": variant_options(name), "batch_size": args.batch_size,
+                   "eval_batch_size": args.eval_batch_size, "target": args.time_to_accuracy,
+                   "eval_every": args.tta_eval_every}
+            accuracy_runs.append({"name": name, **launch(name, job)})
+            print(json.dumps(accuracy_runs[-1]), flush=True)
+    peaks = matmul_peaks()
+    append_results(args, measurements, accuracy_runs, peaks)
+
+
+def variant_options(name):
+    return {**KERASBERT_VARIANTS, **HF_VARIANTS}[name]
+
+
+def launch(name, job):
+    worker = "hf" if name.startswith("hf") else "kerasbert"
+    command = [sys.executable, __file__, "--worker", worker, "--job", json.dumps(job)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode or not lines:
+        raise SystemExit(f"{name} worker failed ({completed.returncode}):\n{completed.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def write_review_sample(args):
+    """A seeded sample of IMDB train reviews in a JSON file every worker reads.
+
+    Held-out reviews (for time-to-accuracy) come from train as well: the test
+    split is never read here.
+    """
+    from kerasbert.data import read_tfds
+
+    train, _, _ = read_tfds("imdb_reviews", args.data_dir)
+    order = random.Random(1234).sample(range(len(train)), len(train))
+    texts, labels = train.texts.tolist(), train.labels.tolist()
+    pick = lambda indices: {"texts": [texts[i] for i in indices], "labels": [labels[i] for i in indices]}  # noqa: E731
+    sample = {
+        "train": pick(order[: args.train_examples]),
+        "inference": pick(order[: args.inference_examples]),
+        "tta_train": pick(order[1000:]),
+        "tta_heldout": pick(order[:1000]),
+    }
+    handle, path = tempfile.mkstemp(prefix="kerasbert-vs-hf-", suffix=".json")
+    with os.fdopen(handle, "w") as file:
+        json.dump(sample, file)
+    return path
+
+
+def matmul_peaks(size=2048, repeats=20):
+    """This CPU's float32 and bf16 matmul rate in TFLOP/s (TensorFlow, all cores)."""
+    import tensorflow as tf
+
+    peaks = {}
+    for dtype in (tf.float32, tf.bfloat16):
+        a = tf.random.normal((size, size), dtype=tf.float32)
+        a = tf.cast(a, dtype)
+        product = tf.function(lambda x: tf.matmul(x, x))
+        product(a).numpy()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            result = product(a)
+        result.numpy()
+        peaks[dtype.name] = 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
+    return peaks
+
+
+def train_flops_per_token(length):
+    """Training FLOPs per processed token of all-MiniLM-L6-v2 (forward x 3).
+
+    Forward: 2 per weight of the 6 transformer layers (hidden 384, FFN 1536)
+    plus the attention scores and their weighted sum (2 x 2 x length x 384).
+    """
+    layers, hidden, ffn = 6, 384, 1536
+    per_layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * length * hidden
+    return 3 * layers * per_layer
+
+
+def append_results(args, measurements, accuracy_runs, peaks):
+    by_key = {}
+    for row in measurements:
+        by_key.setdefault((row["name"], row["length"]), []).append(row)
+
+    def median(name, length, field):
+        rows = by_key.get((name, length), [])
+        return statistics.median(row[field] for row in rows) if rows else float("nan")
+
+    lines = [
+        f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})\n",
+        f"Command: `python {' '.join(sys.argv)}`\n",
+        f"Real IMDB train reviews: {args.train_examples} for training (after {WARMUP_STEPS} warm-up steps), "
+        f"{args.inference_examples} for inference; batch {args.batch_size} (inference {args.eval_batch_size}); "
+        f"medians of {args.rounds} interleaved rounds. HF: `BertForSequenceClassification`, fast tokenizer, "
+        "dynamic padding, AdamW, float32 (plain loop). kerasbert: its defaults (bf16, length bucketing).\n",
+        f"Matmul peak measured here (TensorFlow, {2048}x{2048}): float32 {peaks['float32']:.2f} TFLOP/s, "
+        f"bf16 {peaks['bfloat16']:.2f} TFLOP/s.\n",
+        "| length | train seq/s kerasbert | train seq/s HF | ratio | inference seq/s kerasbert | "
+        "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s (% of bf16 peak) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for length in sorted({length for _, length in by_key}):
+        if (("hf", length) not in by_key) or (("kerasbert", length) not in by_key):
+            continue
+        k_train, h_train = median("kerasbert", length, "train_sps"), median("hf", length, "train_sps")
+        k_infer, h_infer = median("kerasbert", length, "inference_sps"), median("hf", length, "inference_sps")
+        flops = median("kerasbert", length, "train_tflops")
+        lines.append(
+            f"| {length} | {k_train:.2f} | {h_train:.2f} | {k_train / h_train:.2f}x | {k_infer:.1f} | {h_infer:.1f} | "
+            f"{k_infer / h_infer:.2f}x | {median('kerasbert', length, 'peak_rss_mib'):.0f} / "
+            f"{median('hf', length, 'peak_rss_mib'):.0f} | {flops:.3f} ({flops / peaks['bfloat16']:.0%}) |"
+        )
+    if args.variant_length:
+        length = args.variant_length
+        lines += ["", f"Variants at length {length} (one option changed from the stack's default):", "",
+                  "| variant | train seq/s | inference seq/s | mean padded tokens per sequence |", "|---|---|---|---|"]
+        for name in list(KERASBERT_VARIANTS) + list(HF_VARIANTS):
+            lines.append(f"| {name} | {median(name, length, 'train_sps'):.2f} | "
+                         f"{median(name, length, 'inference_sps'):.1f} | {median(name, length, 'padded_tokens'):.0f} |")
+    if accuracy_runs:
+        lines += ["", f"Time to {args.time_to_accuracy:.0%} accuracy on 1000 held-out train reviews "
+                  f"(length {args.tta_length}, checked every {args.tta_eval_every} steps, checks included):", "",
+                  "| stack | reached | steps | wall seconds |", "|---|---|---|---|"]
+        for run in accuracy_runs:
+            lines.append(f"| {run['name']} | {run['accuracy']:.4f} | {run['steps']} | {run['seconds']:.0f} |")
+    lines.append("\nRaw measurements:\n\n```\n" + "\n".join(json.dumps(row) for row in measurements + accuracy_runs)
+                 + "\n```\n")
+    with open(args.results, "a") as results:
+        results.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# --- worker processes ------------------------------------------------------
+
+
+def run_worker(stack, job):
+    with open(job["reviews"]) as file:
+        reviews = json.load(file)
+    worker = {"kerasbert": KerasbertWorker, "hf": HuggingFaceWorker}[stack](job)
+    if job["mode"] == "throughput":
+        result = worker.throughput(reviews)
+    else:
+        result = worker.time_to_accuracy(reviews)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result), flush=True)
+
+
+def preset_folder():
+    from kerasbert.presets import resolve_preset
+
+    return resolve_preset("all_minilm_l6_v2_offline")
+
+
+class KerasbertWorker:
+    def __init__(self, job):
+        import dataclasses
+
+        from kerasbert.config import TrainConfig
+        from kerasbert.model import build_classifier
+
+        self.job = job
+        self.config = dataclasses.replace(TrainConfig(max_seq_length=job["length"], batch_size=job["batch_size"],
+                                                      eval_batch_size=job["eval_batch_size"]), **job["options"])
+        self.classifier, self.preprocessor = build_classifier(
+            preset_folder(), 2, self.config.max_seq_length, self.config.truncation, self.config.dropout,
+            self.config.mixed_precision)
+
+    def texts(self, part):
+        import numpy as np
+
+        from kerasbert.data import LabeledTexts
+
+        return LabeledTexts(np.array(part["texts"], dtype=object), np.array(part["labels"], dtype="int32"))
+
+    def compile(self, steps):
+        from kerasbert.training import compile_classifier
+
+        compile_classifier(self.classifier, self.config, steps)
+
+    def training_data(self, part):
+        from kerasbert import data
+
+        return data.training_dataset(self.texts(part), self.preprocessor, self.config.batch_size, self.config.seed,
+                                     self.config.length_bucketing)
+
+    def evaluation_data(self, part):
+        from kerasbert import data
+
+        texts = self.texts(part)
+        if self.config.length_bucketing:
+            texts = texts.sorted_by_length()
+        return data.evaluation_dataset(texts, self.preprocessor, self.config.eval_batch_size,
+                                       self.config.length_bucketing), texts
+
+    def throughput(self, reviews):
+        train = self.training_data(reviews["train"])
+        padded = sum(int(features["token_ids"].shape[1]) * int(features["token_ids"].shape[0])
+                     for features, _ in train)
+        self.compile(len(reviews["train"]) // self.config.batch_size + WARMUP_STEPS)
+        self.classifier.fit(train.take(WARMUP_STEPS), epochs=1, verbose=0)
+        started = time.perf_counter()
+        self.classifier.fit(train, epochs=1, verbose=0)
+        train_seconds = time.perf_counter() - started
+        inference, _ = self.evaluation_data(reviews["inference"])
+        self.classifier.predict(inference.take(1), verbose=0)
+        started = time.perf_counter()
+        self.classifier.predict(inference, verbose=0)
+        inference_seconds = time.perf_counter() - started
+        count = len(reviews["train"]["texts"])
+        return {"train_sps": count / train_seconds, "inference_sps": len(reviews["inference"]["texts"]) / inference_seconds,
+                "padded_tokens": padded / count,
+                "train_tflops": padded * train_flops_per_token(self.config.max_seq_length) / train_seconds / 1e12}
+
+    def time_to_accuracy(self, reviews):
+        import keras
+        import numpy as np
+
+        heldout, heldout_texts = self.evaluation_data(reviews["tta_heldout"])
+        train = self.training_data(reviews["tta_train"])
+        self.compile(len(reviews["tta_train"]["texts"]) // self.config.batch_size)
+        job, state = self.job, {"accuracy": 0.0, "steps": 0}
+
+        class CheckAccuracy(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                state["steps"] = batch + 1
+                if (batch + 1) % job["eval_every"] == 0:
+                    logits = self.model.predict(heldout, verbose=0)
+                    state["accuracy"] = float(np.mean(logits.argmax(axis=1) == heldout_texts.labels))
+                    print(f"step {batch + 1}: held-out accuracy {state['accuracy']:.4f}", file=sys.stderr, flush=True)
+                    if state["accuracy"] >= job["target"]:
+                        self.model.stop_training = True
+
+        started = time.perf_counter()
+        self.classifier.fit(train, epochs=1, verbose=0, callbacks=[CheckAccuracy()])
+        return {**state, "seconds": time.perf_counter() - started}
+
+
+class HuggingFaceWorker:
+    """The loop an HF user writes: fast tokenizer, dynamic padding, AdamW, linear warm-up/decay."""
+
+    def __init__(self, job):
+        import torch
+        from transformers import AutoTokenizer, BertForSequenceClassification
+
+        torch.manual_seed(42)
+        self.torch, self.job = torch, job
+        folder = preset_folder()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
+        self.autocast = job["options"].get("bf16", False)
+
+    def batches(self, part, batch_size, shuffle):
+        order = list(range(len(part["texts"])))
+        if shuffle:
+            random.Random(42).shuffle(order)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            encoded = self.tokenizer([part["texts"][i] for i in chunk], truncation=True,
+                                     max_length=self.job["length"], padding=True, return_tensors="pt")
+            yield encoded, self.torch.tensor([part["labels"][i] for i in chunk])
+
+    def context(self):
+        import contextlib
+
+        if self.autocast:
+            return self.torch.autocast("cpu", dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def optimizer(self, steps):
+        from transformers import get_linear_schedule_with_warmup
+
+        optimizer = self.torch.optim.AdamW(self.model.parameters(), lr=5e-5, weight_decay=0.01)
+        return optimizer, get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), steps)
+
+    def train_step(self, optimizer, scheduler, encoded, labels):
+        with self.context():
+            loss = self.model(**encoded, labels=labels).loss
+        loss.backward()
+        self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+
+    def predict(self, part):
+        self.model.eval()
+        logits = []
+        with self.torch.inference_mode(), self.context():
+            for encoded, _ in self.batches(part, self.job["eval_batch_size"], shuffle=False):
+                logits.append(self.model(**encoded).logits.float())
+        self.model.train()
+        return self.torch.cat(logits).numpy()
+
+    def throughput(self, reviews):
+        count = len(reviews["train"]["texts"])
+        optimizer, scheduler = self.optimizer(count // self.job["batch_size"] + WARMUP_STEPS)
+        self.model.train()
+        warmup = self.batches(reviews["train"], self.job["batch_size"], shuffle=True)
+        for _ in range(WARMUP_STEPS):
+            self.train_step(optimizer, scheduler, *next(warmup))
+        padded = 0
+        started = time.perf_counter()
+        for encoded, labels in self.batches(reviews["train"], self.job["batch_size"], shuffle=True):
+            padded += encoded["input_ids"].numel()
+            self.train_step(optimizer, scheduler, encoded, labels)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        self.predict(reviews["inference"])
+        inference_seconds = time.perf_counter() - started
+        return {"train_sps": count / train_seconds, "inference_sps": len(reviews["inference"]["texts"]) / inference_seconds,
+                "padded_tokens": padded / count,
+                "train_tflops": padded * train_flops_per_token(self.job["length"]) / train_seconds / 1e12}
+
+    def time_to_accuracy(self, reviews):
+        import numpy as np
+
+        steps_per_epoch = len(reviews["tta_train"]["texts"]) // self.job["batch_size"]
+        optimizer, scheduler = self.optimizer(steps_per_epoch)
+        heldout_labels = np.array(reviews["tta_heldout"]["labels"])
+        accuracy, steps = 0.0, 0
+        started = time.perf_counter()
+        self.model.train()
+        for encoded, labels in self.batches(reviews["tta_train"], self.job["batch_size"], shuffle=True):
+            self.train_step(optimizer, scheduler, encoded, labels)
+            steps += 1
+            if steps % self.job["eval_every"] == 0:
+                accuracy = float(np.mean(self.predict(reviews["tta_heldout"]).argmax(axis=1) == heldout_labels))
+                print(f"step {steps}: held-out accuracy {accuracy:.4f}", file=sys.stderr, flush=True)
+                if accuracy >= self.job["target"]:
+                    break
+        return {"accuracy": accuracy, "steps": steps, "seconds": time.perf_counter() - started}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`kerasbert report <run dir>`: a run's config, metrics, timings and pictures in one
+Markdown file (`report.md`, next to its PNGs) that reads well on GitHub.
+
+The training curves are drawn from the run's TensorBoard events, so the
+report shows exactly what TensorBoard shows.
+
+Example:
+
+>>> print(write_report("runs/latest"))  # doctest: +SKIP
+# Run `runs/latest` ...
+"""
+
+import glob
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from kerasbert import plots, rundir
+from kerasbert.errors import KerasbertError
+
+REPORT_FILE = "report.md"
+TRAINING_CURVES_PNG = "training_curves.png"
+
+
+def read_scalars(folder):
+    """{tag: (steps, values)} of the numeric scalar summaries in a folder's event files."""
+    series = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        try:
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                event = tf.compat.v1.Event.FromString(record)
+                for value in event.summary.value:
+                    number = scalar_of(value)
+                    if number is not None:
+                        series.setdefault(value.tag, []).append((event.step, number))
+        except (tf.errors.DataLossError, tf.errors.OpError, ValueError) as error:
+            message = getattr(error, "message", str(error)).splitlines()[0]
+            raise KerasbertError(f"cannot read TensorBoard events file {path}: {message}") from None
+    return {tag: tuple(np.array(column) for column in zip(*sorted(points))) for tag, points in series.items()}
+
+
+def scalar_of(value):
+    if value.HasField("simple_value"):
+        return float(value.simple_value)
+    if value.HasField("tensor") and not value.tensor.tensor_shape.dim and value.tensor.dtype != tf.string.as_datatype_enum:
+        return float(tf.make_ndarray(value.tensor))
+    return None
+
+
+def training_curves(run_dir):
+    """The curves of `training_curves.png`: per-step and per-epoch, against the optimizer step.
+
+    Keras logs per-step loss and accuracy as running means over the epoch so far.
+    """
+    config, metrics = read_run(run_dir)
+    steps_per_epoch = math.ceil(metrics["examples"]["train"] / config["batch_size"])
+    logs = os.path.join(run_dir, rundir.LOG_DIR)
+    train, validation = read_scalars(os.path.join(logs, "train")), read_scalars(os.path.join(logs, "validation"))
+    if not train:
+        raise KerasbertError(f"run {run_dir} has no training scalars in {os.path.join(logs, 'train')}")
+    series = {}
+    for label, tag in (("train running loss", "batch_loss"), ("train running accuracy", "batch_accuracy"),
+                       ("learning rate", "batch_learning_rate")):
+        if tag in train:
+            series[label] = train[tag]
+    for label, source in (("train", train), ("validation", validation)):
+        for name in ("loss", "accuracy"):
+            if f"epoch_{name}" in source:
+                epochs, values = source[f"epoch_{name}"]
+                series[f"{label} epoch {name}"] = ((epochs + 1) * steps_per_epoch, values)
+    return series
+
+
+def read_run(run_dir):
+    """The recorded config and metrics of a finished run, or a clear error."""
+    config_path, metrics_path = (os.path.join(run_dir, name) for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE))
+    if not os.path.isdir(run_dir):
+        raise KerasbertError(f"{run_dir} is not a directory")
+    if not os.path.isfile(config_path):
+        raise KerasbertError(f"{run_dir} is not a kerasbert run directory (no {rundir.CONFIG_FILE})")
+    if not os.path.isfile(metrics_path):
+        raise KerasbertError(f"run {run_dir} has no test metrics ({rundir.METRICS_FILE} is missing: "
+                             "training did not finish, or is still running)")
+    try:
+        config, metrics = rundir.read_json(config_path), rundir.read_json(metrics_path)
+    except ValueError as error:
+        raise KerasbertError(f"run {run_dir} has a corrupt JSON file: {error}") from None
+    if "test" not in metrics:
+        raise KerasbertError(f"run {run_dir} has no test metrics in {rundir.METRICS_FILE}")
+    return config, metrics
+
+
+def write_report(run_dir):
+    """Draw training_curves.png, write report.md; returns the report's text."""
+    config, metrics = read_run(run_dir)
+    plots.save_training_curves(training_curves(run_dir), os.path.join(run_dir, TRAINING_CURVES_PNG))
+    text = report_markdown(run_dir, config, metrics)
+    rundir.write_text_atomically(os.path.join(run_dir, REPORT_FILE), text)
+    return text
+
+
+def report_markdown(run_dir, config, metrics):
+    test, timing = metrics["test"], metrics["timing"]
+    lines = [f"# Run `{os.path.basename(os.path.abspath(run_dir))}`", ""]
+    lines += [f"Fine-tuned `{config['preset']}` on {metrics['examples']['train']:,} training examples "
+              f"({metrics['epochs_run']} epoch(s)), validated on {metrics['examples']['validation']:,}, "
+              f"tested on {metrics['examples']['test']:,}.", ""]
+    lines += ["## Metrics", "", "| metric | test | validation |", "|---|---|---|"]
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss"):
+        validation = metrics["validation"].get(name)
+        lines.append(f"| {name} | {test[name]:.4f} | {'' if validation is None else f'{validation:.4f}'} |")
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name, values in test["per_class"].items():
+        lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} | "
+                     f"{values['support']} |")
+    lines += ["", "## Timings", "", "| phase | seconds | sequences/s |", "|---|---|---|",
+              f"| fine-tuning | {timing['train_seconds']:.1f} | {timing['train_sequences_per_second']:.2f} |",
+              f"| test evaluation | {timing['eval_seconds']:.1f} | {timing['eval_sequences_per_second']:.2f} |",
+              f"| total | {timing['total_seconds']:.1f} | |", "",
+              f"Peak memory {metrics['peak_rss_mib']:.0f} MiB; {metrics.get('replicas', 1)} replica(s).", ""]
+    lines += ["## Pictures", ""]
+    for title, name in (("Training curves", TRAINING_CURVES_PNG), ("Test confusion matrix", rundir.CONFUSION_MATRIX_PNG),
+                        ("Test precision-recall", rundir.PRECISION_RECALL_PNG)):
+        if os.path.isfile(os.path.join(run_dir, name)):
+            lines += [f"![{title}]({name})", ""]
+    lines += ["## Config", "", "| option | value |", "|---|---|"]
+    lines += [f"| `--{name.replace('_', '-')}` | `{value}` |" for name, value in config.items()]
+    return "\n".join(lines) + "\n"

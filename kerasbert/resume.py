@@ -1,0 +1,149 @@
+"""Surviving a kill: a backup of the training state every N steps, and resuming from it.
+
+The backup (`<run dir>/backup/`) holds one weights file (model and optimizer
+variables, so the Adam moments and the step counter come back) and
+`state.json`: the epoch and step reached, the per-epoch history, the
+best validation accuracy so far and the training time spent. Each save
+writes the new weights under a new name and then replaces `state.json`
+atomically, so a kill at any moment leaves a complete backup behind; the
+older weights file is removed afterwards.
+
+Keras' own `BackupAndRestore` restores at epoch granularity only (it records
+the batch but does not skip to it), writes in place and collides between
+workers. Here every epoch's batch order is a function of (seed, epoch), so
+a resumed run skips exactly the batches it had trained on and then sees the
+same batches an uninterrupted run would.
+
+Example:
+
+>>> backup = Backup("runs/example/backup")
+>>> backup.exists()
+False
+"""
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+
+import keras
+
+from kerasbert import rundir
+from kerasbert.errors import KerasbertError
+
+STATE_FILE = "state.json"
+# Options that may differ between the first attempt of a run and its resumption.
+RESTART_OPTIONS = ("resume", "overwrite", "output_dir")
+
+
+@dataclasses.dataclass
+class RunState:
+    epoch: int = 0  # the epoch being trained (or next to train, when step_in_epoch is 0)
+    step_in_epoch: int = 0  # optimizer steps already taken in that epoch
+    global_step: int = 0
+    history: list = dataclasses.field(default_factory=list)  # one dict of logs per finished epoch
+    best: float = None  # best monitored value so far (validation accuracy)
+    epochs_since_best: int = 0
+    train_seconds: float = 0.0
+    trained_sequences: int = 0
+    weights: str = ""  # file name of the weights in the backup folder
+
+    def finish_epoch(self, logs, monitor):
+        self.history.append({name: float(value) for name, value in logs.items()})
+        value = logs.get(monitor)
+        if value is not None and (self.best is None or value > self.best):
+            self.best, self.epochs_since_best = float(value), 0
+        else:
+            self.epochs_since_best += 1
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+
+
+class Backup:
+    """One training-state backup in a folder; replaced atomically at each save."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def exists(self):
+        return os.path.isfile(os.path.join(self.folder, STATE_FILE))
+
+    def save(self, model, state):
+        os.makedirs(self.folder, exist_ok=True)
+        name = f"step-{state.global_step:08d}.weights.h5"
+        temporary = os.path.join(self.folder, f".partial-{name}")
+        model.save_weights(temporary, overwrite=True)
+        os.replace(temporary, os.path.join(self.folder, name))
+        state.weights = name
+        rundir.write_json(os.path.join(self.folder, STATE_FILE), dataclasses.asdict(state))
+        for stale in glob.glob(os.path.join(self.folder, "*.weights.h5")):
+            if os.path.basename(stale) != name:
+                os.remove(stale)
+
+    def read_state(self):
+        try:
+            values = rundir.read_json(os.path.join(self.folder, STATE_FILE))
+            return RunState(**values)
+        except (OSError, ValueError, TypeError) as error:
+            raise KerasbertError(f"backup {self.folder} is unreadable ({error}); start over with --overwrite") from None
+
+    def restore(self, model):
+        """Load the backed-up weights and optimizer state into `model`; returns the RunState."""
+        state = self.read_state()
+        path = os.path.join(self.folder, state.weights)
+        if not os.path.isfile(path):
+            raise KerasbertError(f"backup {self.folder} lists {state.weights}, which is missing; "
+                                 "start over with --overwrite")
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+        restored_step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        if restored_step != state.global_step:
+            raise KerasbertError(f"backup {self.folder} is inconsistent: optimizer step {restored_step}, "
+                                 f"state says {state.global_step}")
+        return state
+
+    def delete(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class BackupEverySteps(keras.callbacks.Callback):
+    """Save the backup every `every` optimizer steps (0: only at epoch ends, done by the training loop)."""
+
+    def __init__(self, backup, state, throughput, every):
+        super().__init__()
+        self.backup, self.state, self.throughput, self.every = backup, state, throughput, every
+        self.steps_before_this_fit = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if not self.every or step % self.every:
+            return
+        self.state.step_in_epoch = self.steps_before_this_fit + batch + 1
+        self.state.global_step = step
+        self.state.train_seconds, self.state.trained_sequences = self.throughput.totals_so_far()
+        self.backup.save(self.model, self.state)
+
+
+def config_differences(recorded, config):
+    """Names of the options whose recorded value differs from `config`'s."""
+    current = config.to_dict()
+    return sorted(name for name in set(recorded) | set(current)
+                  if name not in RESTART_OPTIONS and recorded.get(name) != current.get(name))
+
+
+def check_same_config(run_dir, config):
+    """Refuse to resume `run_dir` with a config other than the one it was started with."""
+    path = os.path.join(run_dir, rundir.CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise KerasbertError(f"cannot resume {run_dir}: it has no {rundir.CONFIG_FILE}")
+    try:
+        recorded = rundir.read_json(path)
+    except ValueError as error:
+        raise KerasbertError(f"cannot resume {run_dir}: {path} is not valid JSON ({error})") from None
+    differences = config_differences(recorded, config)
+    if differences:
+        details = ", ".join(f"--{name.replace('_', '-')} (run: {recorded.get(name)!r}, now: "
+                            f"{config.to_dict().get(name)!r})" for name in differences)
+        raise KerasbertError(f"cannot resume {run_dir}: its config differs in {details}; "
+                             "resume with the original options, or start over with --overwrite")
