@@ -1,8 +1,9 @@
 """Kill a training run with SIGKILL at random moments, restart it with the same command each
 time, and compare the finished run with an uninterrupted one.
 
-The kill moments are random optimizer steps (seeded) plus a random delay, so
-they land anywhere between two backups. Each restart's output goes to
+The kill moments are random optimizer steps (seeded): once a backup at or
+past the step exists, the run is killed after a random delay of up to
+`--max-delay` seconds, so each kill loses that much training at most. Each restart's output goes to
 `<output-dir>.attempt-<n>.log`.
 
     python benchmarks/kill_and_resume.py --output-dir runs/kill-benchmark \\
@@ -86,8 +87,8 @@ def write_results(args, command, kills, total, metrics, baseline):
     lines = [
         f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
         f"Command: `python {' '.join(sys.argv)}`; each attempt ran `{' '.join(command[1:])}`.\n",
-        "| attempt | killed after the backup of step | + random delay (s) | resumed from global step | "
-        "minutes since the first start |",
+        "| attempt | target step (killed once a backup at or past it exists) | + random delay (s) | "
+        "resumed from global step | minutes since the first start |",
         "|---|---|---|---|---|",
     ]
     lines += [f"| {k['attempt']} | {k['after_backup_of_step']} | {k['delay_seconds']} | {k['resumes_at_global_step']} | "

@@ -23,7 +23,6 @@ False
 
 import dataclasses
 import glob
-import json
 import os
 import shutil
 

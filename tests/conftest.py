@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import socket
 import tarfile
 
 import numpy as np
@@ -81,6 +82,17 @@ def finished_run(tmp_path_factory):
 
     config = tiny_config(tmp_path_factory.mktemp("train"), epochs=2)
     return config, train_and_evaluate(config)
+
+
+def free_ports(count):
+    """`count` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    for probe in sockets:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
 
 
 def assert_same_predictions(first, second, inputs, atol=1e-6):

@@ -7,7 +7,6 @@ strategy (and logical CPU devices) must be set up before TensorFlow starts.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from kerasbert import cli, resume, rundir
 from kerasbert.config import TrainConfig
 from kerasbert.distribution import Task, cluster_task
 from kerasbert.report import read_scalars
-from tests.conftest import ROOT, TFDS_DIR
+from tests.conftest import ROOT, TFDS_DIR, free_ports
 
 # Deterministic tiny runs: no dropout anywhere, float32, no clipping (Keras clips
 # per replica before the all-reduce, so clipping alone would tell strategies apart).
@@ -43,16 +42,6 @@ def train(output_dir, *options, env=None, wait=True):
 def step_losses(run_dir):
     steps, values = read_scalars(os.path.join(run_dir, "logs", "train"))["batch_loss"]
     return steps, values
-
-
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for probe in sockets:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in sockets]
-    for probe in sockets:
-        probe.close()
-    return ports
 
 
 def test_mirrored_over_two_logical_cpus_matches_the_default_strategy(tmp_path):

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ from kerasbert.monitoring import misclassified_table
 from kerasbert.plots import precision_recall_curve
 from kerasbert.report import REPORT_FILE, TRAINING_CURVES_PNG
 from kerasbert.training import train_and_evaluate
-from tests.conftest import tiny_config
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_ports, tiny_config
 
 
 class TensorBoardServer:
     def __init__(self, logdir):
-        self.port = free_port()
+        [self.port] = free_ports(1)
         tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
         self.process = subprocess.Popen(
             [tensorboard, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port), "--load_fast", "false"],
