@@ -223,7 +223,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None):
         state.global_step = int(classifier.optimizer.iterations.numpy())
         state.train_seconds, state.trained_sequences = throughput.totals_so_far()
         backup.save(classifier, state)
-    if stops_early(config, state):
+    if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     best_weights = os.path.join(run_dir, rundir.BEST_WEIGHTS)
     if os.path.exists(best_weights):
