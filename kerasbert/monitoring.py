@@ -109,11 +109,10 @@ def misclassified_table(reviews, probabilities, class_names, shown=MISCLASSIFIED
     """A Markdown table of the most confident wrong predictions."""
     predicted = probabilities.argmax(axis=1)
     wrong = np.flatnonzero(predicted != reviews.labels)
-    wrong = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:shown]
-    lines = [f"{len(np.flatnonzero(predicted != reviews.labels))} of {len(reviews)} sampled validation reviews "
-             f"misclassified; the {len(wrong)} most confident:", "",
+    lines = [f"{len(wrong)} of {len(reviews)} sampled validation reviews misclassified; "
+             f"the {min(len(wrong), shown)} most confident:", "",
              "| true | predicted | p(true) | review |", "|---|---|---|---|"]
-    for index in wrong:
+    for index in wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:shown]:
         true = reviews.labels[index]
         review = reviews.texts[index][:REVIEW_CHARACTERS].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {class_names[true]} | {class_names[predicted[index]]} | "

@@ -49,12 +49,11 @@ def scalar_of(value):
     return None
 
 
-def training_curves(run_dir):
+def training_curves(run_dir, config, metrics):
     """The curves of `training_curves.png`: per-step and per-epoch, against the optimizer step.
 
     Keras logs per-step loss and accuracy as running means over the epoch so far.
     """
-    config, metrics = read_run(run_dir)
     steps_per_epoch = math.ceil(metrics["examples"]["train"] / config["batch_size"])
     logs = os.path.join(run_dir, rundir.LOG_DIR)
     train, validation = read_scalars(os.path.join(logs, "train")), read_scalars(os.path.join(logs, "validation"))
@@ -95,7 +94,7 @@ def read_run(run_dir):
 def write_report(run_dir):
     """Draw training_curves.png, write report.md; returns the report's text."""
     config, metrics = read_run(run_dir)
-    plots.save_training_curves(training_curves(run_dir), os.path.join(run_dir, TRAINING_CURVES_PNG))
+    plots.save_training_curves(training_curves(run_dir, config, metrics), os.path.join(run_dir, TRAINING_CURVES_PNG))
     text = report_markdown(run_dir, config, metrics)
     rundir.write_text_atomically(os.path.join(run_dir, REPORT_FILE), text)
     return text
