@@ -1,10 +1,11 @@
 """Kill a training run with SIGKILL at random moments, restart it with the same command each
 time, and compare the finished run with an uninterrupted one.
 
-The kill moments are random optimizer steps (seeded): once a backup at or
-past the step exists, the run is killed after a random delay of up to
-`--max-delay` seconds, so each kill loses that much training at most. Each restart's output goes to
-`<output-dir>.attempt-<n>.log`.
+The kill moments are drawn (seeded) uniformly over the uninterrupted run's wall
+time and counted from the benchmark's start, so a kill can land anywhere: during
+start-up, just before or just after a backup, or during the test evaluation. The
+training lost to a kill is the time since the last backup. Each attempt's output
+goes to `<output-dir>.attempt-<n>.log`.
 
     python benchmarks/kill_and_resume.py --output-dir runs/kill-benchmark \\
         --baseline runs/default-benchmark -- --data-dir ../shared/data/tensorflow_datasets
@@ -13,7 +14,6 @@ past the step exists, the run is killed after a random delay of up to
 import argparse
 import datetime
 import json
-import math
 import os
 import platform
 import random
@@ -32,36 +32,35 @@ def main():
                         help="Run directory of an uninterrupted run with the same options.")
     parser.add_argument("--kills", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--max-delay", type=float, default=60.0, help="Seconds of random delay after the step.")
     parser.add_argument("--results", default="benchmarks/kill_and_resume.md")
     parser.add_argument("train_options", nargs="*", help="Options for train.py, after --.")
     args = parser.parse_args()
 
     baseline = read_json(os.path.join(args.baseline, "metrics.json"))
-    total_steps = baseline["optimizer_steps"] if "optimizer_steps" in baseline else math.ceil(
-        baseline["examples"]["train"] / 16)
     rng = random.Random(args.seed)
-    kill_steps = sorted(rng.sample(range(1, total_steps), args.kills))
+    kill_moments = sorted(rng.uniform(0, baseline["timing"]["total_seconds"]) for _ in range(args.kills))
     command = [sys.executable, "train.py", "--output-dir", args.output_dir, *args.train_options]
     state_file = os.path.join(args.output_dir, "backup", "state.json")
     kills, started = [], time.perf_counter()
-    for attempt, step in enumerate(kill_steps + [None], start=1):
+    for attempt, moment in enumerate(kill_moments + [None], start=1):
         log_path = f"{args.output_dir}.attempt-{attempt}.log"
         with open(log_path, "w") as log:
             process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            if step is None:
+            if moment is None:
                 process.wait()
                 break
-            while process.poll() is None and backed_up_step(state_file) < step:
-                time.sleep(1)
-            delay = rng.uniform(0, args.max_delay)
-            time.sleep(delay)
+            attempt_started = time.time()
+            while process.poll() is None and time.perf_counter() - started < moment:
+                time.sleep(0.5)
+            if process.poll() is not None:  # finished (or failed) before its kill moment
+                break
             process.send_signal(signal.SIGKILL)
+            killed_at = time.time()
             process.wait()
-        state = read_json(state_file)
-        kills.append({"attempt": attempt, "after_backup_of_step": step, "delay_seconds": round(delay, 1),
-                      "resumes_at_global_step": state["global_step"],
-                      "elapsed_minutes": round((time.perf_counter() - started) / 60, 1)})
+        backup_time = backup_written_at(state_file)
+        kills.append({"attempt": attempt, "killed_at_minute": round(moment / 60, 1),
+                      "lost_seconds": round(killed_at - max(backup_time, attempt_started)),
+                      "resumes_at_global_step": backed_up_step(state_file)})
         print(json.dumps(kills[-1]), flush=True)
     total = time.perf_counter() - started
     if process.returncode:
@@ -77,6 +76,13 @@ def backed_up_step(state_file):
         return -1
 
 
+def backup_written_at(state_file):
+    try:
+        return os.path.getmtime(state_file)
+    except OSError:
+        return 0.0
+
+
 def read_json(path):
     with open(path) as file:
         return json.load(file)
@@ -87,12 +93,12 @@ def write_results(args, command, kills, total, metrics, baseline):
     lines = [
         f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
         f"Command: `python {' '.join(sys.argv)}`; each attempt ran `{' '.join(command[1:])}`.\n",
-        "| attempt | target step (killed once a backup at or past it exists) | + random delay (s) | "
-        "resumed from global step | minutes since the first start |",
-        "|---|---|---|---|---|",
+        "| attempt | killed at minute (since the first start) | seconds of work lost (since the last backup "
+        "or the attempt's start) | next attempt resumes from global step |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {k['attempt']} | {k['after_backup_of_step']} | {k['delay_seconds']} | {k['resumes_at_global_step']} | "
-              f"{k['elapsed_minutes']} |" for k in kills]
+    lines += [f"| {k['attempt']} | {k['killed_at_minute']} | {k['lost_seconds']} | {k['resumes_at_global_step']} |"
+              for k in kills]
     lines += [
         "",
         "| measure | killed {0} times | uninterrupted ({1}) |".format(len(kills), args.baseline),

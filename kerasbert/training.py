@@ -197,7 +197,8 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None):
         rundir.create_run_directory(run_dir, config.overwrite)
         config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
         monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config, os.path.basename(run_dir))
-    phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.join(run_dir, rundir.LOG_DIR)}")
+    # The parent folder, not the run's logs/: TensorBoard's HParams tab only finds a run's metrics that way.
+    phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.dirname(os.path.abspath(run_dir))}")
 
     validation_data = None
     if len(splits.validation):
