@@ -36,7 +36,12 @@ def main():
     parser.add_argument("train_options", nargs="*", help="Options for train.py, after --.")
     args = parser.parse_args()
 
-    baseline = read_json(os.path.join(args.baseline, "metrics.json"))
+    baseline_metrics = os.path.join(args.baseline, "metrics.json")
+    if not os.path.isfile(baseline_metrics):
+        print(f"error: --baseline {args.baseline} has no metrics.json: run train.py uninterrupted there first",
+              file=sys.stderr)
+        raise SystemExit(2)
+    baseline = read_json(baseline_metrics)
     rng = random.Random(args.seed)
     kill_moments = sorted(rng.uniform(0, baseline["timing"]["total_seconds"]) for _ in range(args.kills))
     command = [sys.executable, "train.py", "--output-dir", args.output_dir, *args.train_options]
