@@ -29,6 +29,9 @@ SWEEPS = {
     # At length 128 most IMDB reviews are cut, so the choice of kept tokens shows most.
     "truncation": [{"max_seq_length": 128, "learning_rate": 5e-5, "truncation": truncation}
                    for truncation in ("head+tail", "head", "tail")],
+    # The default length: head+tail keeps the last 126 tokens here too.
+    "truncation-256": [{"max_seq_length": 256, "learning_rate": 5e-5, "truncation": truncation}
+                       for truncation in ("head+tail", "tail")],
 }
 
 
