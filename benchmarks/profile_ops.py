@@ -52,8 +52,9 @@ def main():
     args = parser.parse_args()
 
     worker = KerasbertWorker({"length": args.length, "batch_size": 16, "eval_batch_size": 64, "options": {}})
-    reviews = real_reviews(args.data_dir, (args.train_steps + WARMUP_STEPS) * 16 + args.inference_examples)
-    train_part, inference_part = split_part(reviews, (args.train_steps + WARMUP_STEPS) * 16)
+    train_count = (args.train_steps + WARMUP_STEPS) * 16
+    train_part, inference_part = split_part(real_reviews(args.data_dir, train_count + args.inference_examples),
+                                            train_count)
     train = worker.training_data(train_part)
     inference, _ = worker.evaluation_data(inference_part)
     worker.compile(args.train_steps + WARMUP_STEPS)
