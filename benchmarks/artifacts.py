@@ -12,6 +12,7 @@ import argparse
 import datetime
 import os
 import platform
+import shlex
 import sys
 import time
 
@@ -68,7 +69,7 @@ def main():
     keras_throughput = rows[0]["throughput"]
     with open(args.results, "a") as results:
         results.write(f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, "
-                      f"{platform.machine()})\n\nCommand: `python {' '.join(sys.argv)}`\n\n"
+                      f"{platform.machine()})\n\nCommand: `python {shlex.join(sys.argv)}`\n\n"
                       f"{len(texts)} seeded IMDB test reviews. Latency: batch 1, default threads "
                       f"({args.latency_reviews} reviews); throughput: batches of 64.\n\n"
                       "| artifact | accuracy | size MiB | p50 ms | p95 ms | reviews/s | x Keras |\n"

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -97,7 +98,7 @@ def write_results(args, command, kills, total, metrics, baseline):
     extra = total - baseline["timing"]["total_seconds"]
     lines = [
         f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
-        f"Command: `python {' '.join(sys.argv)}`; each attempt ran `{' '.join(command[1:])}`.\n",
+        f"Command: `python {shlex.join(sys.argv)}`; each attempt ran `{' '.join(command[1:])}`.\n",
         "| attempt | killed at minute (since the first start) | seconds of work lost (since the last backup "
         "or the attempt's start) | next attempt resumes from global step |",
         "|---|---|---|---|",

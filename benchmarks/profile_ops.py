@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import sys
 import time
 
@@ -124,7 +125,7 @@ def kind_of(op_type):
 
 def append_results(args, phases):
     lines = [f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})\n",
-             f"Command: `python {' '.join(sys.argv)}`\n",
+             f"Command: `python {shlex.join(sys.argv)}`\n",
              f"kerasbert defaults (mixed_bfloat16, length bucketing), length {args.length}; training: "
              f"{args.train_steps} steps of batch 16 after {WARMUP_STEPS} warm-up steps; inference: "
              f"{args.inference_examples} reviews in batches of 64. Op seconds are summed over TensorFlow's "

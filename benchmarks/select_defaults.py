@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -48,7 +49,7 @@ def main():
     with open(args.results, "a") as results:
         results.write(f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, "
                       f"{platform.processor() or platform.machine()})\n\n"
-                      f"Command: `python {' '.join(sys.argv)}`\n\n"
+                      f"Command: `python {shlex.join(sys.argv)}`\n\n"
                       f"{len(splits.train)} training and {len(splits.validation)} validation examples "
                       f"(seed {base.seed}), 1 epoch, batch {base.batch_size}.\n\n"
                       "| max_seq_length | learning_rate | truncation | validation accuracy | minutes |\n"

@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,7 @@ def main():
             print(name, speeds[name][-1], flush=True)
     default = statistics.median(speeds["default"])
     lines = [f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
-             f"Command: `python {' '.join(sys.argv)}`; {args.train_examples} training reviews, length "
+             f"Command: `python {shlex.join(sys.argv)}`; {args.train_examples} training reviews, length "
              f"{args.max_seq_length}, batch 16 (global), bf16, medians of {args.rounds} interleaved rounds.\n",
              "| strategy | train sequences/s | runs | ratio to default |", "|---|---|---|---|"]
     for name, values in speeds.items():

@@ -10,6 +10,7 @@ import collections
 import datetime
 import os
 import platform
+import shlex
 import sys
 import unicodedata
 
@@ -38,7 +39,7 @@ def main():
         characters.update({ch for ch in texts[index] if ord(ch) > 127})
     with open(args.results, "a") as results:
         results.write(f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n\n"
-                      f"Command: `python {' '.join(sys.argv)}`\n\n"
+                      f"Command: `python {shlex.join(sys.argv)}`\n\n"
                       f"IMDB {args.split}: {len(mismatched)} of {len(texts)} reviews get different token ids "
                       f"(sequence length {args.max_seq_length}, head+tail).\n\n"
                       "Non-ASCII characters in the mismatched reviews (reviews containing each):\n\n"

@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ KERASBERT_VARIANTS = {
     "kerasbert float32": {"mixed_precision": "off"},
     "kerasbert no bucketing": {"length_bucketing": False},
     "kerasbert XLA": {"jit_compile": True},
+    "kerasbert unfused": {"fused_layers": False},
 }
 HF_VARIANTS = {"hf": {}, "hf bf16 autocast": {"bf16": True}}
 
@@ -58,6 +60,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--variant-length", type=int, default=256, help="Length of the variant runs (0: none).")
+    parser.add_argument("--variants", default=",".join(list(KERASBERT_VARIANTS)[1:] + list(HF_VARIANTS)[1:]),
+                        help="Comma-separated variants to run at --variant-length.")
     parser.add_argument("--time-to-accuracy", type=float, default=0.0,
                         help="Also train each stack until this held-out accuracy (0: skip).")
     parser.add_argument("--tta-length", type=int, default=128)
@@ -68,13 +72,17 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return run_worker(args.worker, json.loads(args.job))
+    unknown = set(args.variants.split(",")) - set(KERASBERT_VARIANTS) - set(HF_VARIANTS) - {""}
+    if unknown:
+        parser.error(f"unknown --variants {', '.join(sorted(unknown))}; known: {', '.join(KERASBERT_VARIANTS)}, "
+                     f"{', '.join(HF_VARIANTS)}")
 
     reviews_file = write_review_sample(args)
     measurements = []
     lengths = [int(length) for length in args.lengths.split(",") if length]
     plan = [(name, length) for length in lengths for name in ("kerasbert", "hf")]
     if args.variant_length:
-        plan += [(name, args.variant_length) for name in list(KERASBERT_VARIANTS)[1:] + list(HF_VARIANTS)[1:]]
+        plan += [(name, args.variant_length) for name in args.variants.split(",") if name]
     for round_number in range(1, args.rounds + 1):
         for name, length in plan:
             job = {"mode": "throughput", "reviews": reviews_file, "length": length, "options": variant_options(name),
@@ -173,7 +181,7 @@ def append_results(args, measurements, accuracy_runs, peaks):
 
     lines = [
         f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})\n",
-        f"Command: `python {' '.join(sys.argv)}`\n",
+        f"Command: `python {shlex.join(sys.argv)}`\n",
         f"Real IMDB train reviews: {args.train_examples} for training (after {WARMUP_STEPS} warm-up steps), "
         f"{args.inference_examples} for inference; batch {args.batch_size} (inference {args.eval_batch_size}); "
         f"medians of {args.rounds} interleaved rounds. HF: `BertForSequenceClassification`, fast tokenizer, "
@@ -199,7 +207,7 @@ def append_results(args, measurements, accuracy_runs, peaks):
         length = args.variant_length
         lines += ["", f"Variants at length {length} (one option changed from the stack's default):", "",
                   "| variant | train seq/s | inference seq/s | mean padded tokens per sequence |", "|---|---|---|---|"]
-        for name in list(KERASBERT_VARIANTS) + list(HF_VARIANTS):
+        for name in dict.fromkeys(row["name"] for row in measurements if row["length"] == length):
             lines.append(f"| {name} | {median(name, length, 'train_sps'):.2f} | "
                          f"{median(name, length, 'inference_sps'):.1f} | {median(name, length, 'padded_tokens'):.0f} |")
     if accuracy_runs:
@@ -259,7 +267,7 @@ class KerasbertWorker:
                                                       eval_batch_size=job["eval_batch_size"]), **job["options"])
         self.classifier, self.preprocessor = build_classifier(
             preset_folder(), 2, self.config.max_seq_length, self.config.truncation, self.config.dropout,
-            self.config.mixed_precision)
+            self.config.mixed_precision, self.config.backbone_dropout, self.config.fused_layers)
 
     def texts(self, part):
         import numpy as np

@@ -106,6 +106,11 @@ class TrainConfig:
         choices=("off", "bf16", "fp16"),
     )
     jit_compile: bool = option(False, "Compile the train step with XLA.")
+    fused_layers: bool = option(
+        True,
+        "Compute the backbone's dense layers as MatMul+BiasAdd(+GELU) and attention as "
+        "BatchMatMul with an additive mask, which TensorFlow fuses (kerasbert/fused_layers.py).",
+    )
     seed: int = option(42, "Seed of every random choice: split, shuffle, init, dropout.")
     # Distribution and fault tolerance
     strategy: str = option(

@@ -22,6 +22,7 @@ import keras_hub
 import tensorflow as tf
 
 from kerasbert.errors import KerasbertError
+from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 
 DTYPE_POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
@@ -126,13 +127,14 @@ def truncate(token_ids, budget, head):
 
 
 def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
-                     mixed_precision="off", backbone_dropout=-1.0):
+                     mixed_precision="off", backbone_dropout=-1.0, fused_layers=True):
     """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
 
     The classifier's own `preprocessor` is None during training: the
     preprocessor runs in the `tf.data` pipeline instead. `attach_preprocessor`
     puts it back before the model is saved. `backbone_dropout` -1 keeps the
-    preset's dropout inside the transformer layers.
+    preset's dropout inside the transformer layers. `fused_layers` swaps in
+    the layer subclasses of `kerasbert.fused_layers` (same weights, same outputs).
     """
     dtype = DTYPE_POLICIES[mixed_precision]
     backbone_options = {} if backbone_dropout < 0 else {"dropout": backbone_dropout}
@@ -149,6 +151,8 @@ def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail"
     max_positions = classifier.backbone.max_sequence_length
     if max_seq_length > max_positions:
         raise KerasbertError(f"--max-seq-length {max_seq_length} exceeds the model's {max_positions} positions")
+    if fused_layers:
+        use_fused_layers(classifier)
     return classifier, preprocessor
 
 
@@ -158,11 +162,12 @@ def attach_preprocessor(classifier, preprocessor):
     return classifier
 
 
-def inference_copy(classifier, dtype=None):
+def inference_copy(classifier, dtype=None, fused_layers=None):
     """An uncompiled copy sharing the preprocessor: no optimizer state, optionally another dtype.
 
     `dtype="float32"` turns a mixed-precision model into a float32 one (its
-    variables are float32 already), as TFLite and CPU servers want.
+    variables are float32 already), as TFLite and CPU servers want. The copy
+    has fused layers if `fused_layers`, or (None) if the classifier has.
     """
     config = keras.saving.serialize_keras_object(classifier)
     config["config"]["preprocessor"] = None
@@ -172,6 +177,8 @@ def inference_copy(classifier, dtype=None):
     copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(classifier.get_weights())
     copy.preprocessor = classifier.preprocessor
+    if uses_fused_layers(classifier) if fused_layers is None else fused_layers:
+        use_fused_layers(copy)
     return copy
 
 
@@ -187,14 +194,19 @@ def with_compute_dtype(config, dtype):
 
 
 def save_classifier(classifier, path):
-    """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model."""
+    """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model.
+
+    Saved with Keras' own layer classes (the file's weight paths follow class
+    names), so any Keras can load it; `load_classifier` fuses again.
+    """
     temporary = path + ".partial.keras"
-    inference_copy(classifier).save(temporary)
+    inference_copy(classifier, fused_layers=False).save(temporary)
     os.replace(temporary, path)
 
 
-def load_classifier(path):
-    """Load a `.keras` classifier saved by kerasbert (safe mode: no lambdas or pickles)."""
+def load_classifier(path, fused_layers=True):
+    """Load a `.keras` classifier saved by kerasbert (safe mode: no lambdas or pickles),
+    with fused layers unless `fused_layers` is False (the file does not record them)."""
     if not os.path.isfile(path):
         raise KerasbertError(f"model file {path} does not exist")
     try:
@@ -202,9 +214,12 @@ def load_classifier(path):
             # KerasHub tasks compile themselves on construction, so every saved
             # task carries a default compile config Keras then warns it cannot restore.
             warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called", category=UserWarning)
-            return keras.saving.load_model(path, safe_mode=True)
+            classifier = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
+    if fused_layers:
+        use_fused_layers(classifier)
+    return classifier
 
 
 def first_line(error):

@@ -184,7 +184,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None):
     with strategy.scope():
         classifier, preprocessor = build_classifier(
             preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
-            config.mixed_precision, config.backbone_dropout,
+            config.mixed_precision, config.backbone_dropout, config.fused_layers,
         )
         compile_classifier(classifier, config, config.epochs * steps_per_epoch)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
