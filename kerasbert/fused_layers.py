@@ -27,9 +27,18 @@ import keras
 import tensorflow as tf
 
 
-def flatten_leading(x, trailing):
-    """Reshape x to 2-D: its leading axes into one, its last `trailing` axes into one."""
-    return tf.reshape(x, [-1, math.prod(x.shape[-trailing:])])
+def project(inputs, kernel, bias, activation, contracted):
+    """activation(inputs . kernel + bias) over the last `contracted` input axes and the
+    kernel's first ones, computed as one 2-D MatMul + BiasAdd (+ activation)."""
+    kernel = tf.cast(kernel, inputs.dtype)
+    free_shape = kernel.shape[contracted:]
+    outer_shape = tf.shape(inputs)[:inputs.shape.rank - contracted]
+    x = tf.matmul(tf.reshape(inputs, [-1, math.prod(inputs.shape[-contracted:])]),
+                  tf.reshape(kernel, [-1, math.prod(free_shape)]))
+    x = tf.nn.bias_add(x, tf.reshape(tf.cast(bias, x.dtype), [-1]))
+    if activation is not None:
+        x = activation(x)
+    return tf.reshape(x, tf.concat([outer_shape, free_shape], axis=0))
 
 
 class FusedDense(keras.layers.Dense):
@@ -38,12 +47,7 @@ class FusedDense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if self.quantization_mode or self.bias is None:
             return super().call(inputs, training=training)
-        outer_shape = tf.shape(inputs)[:-1]
-        x = tf.matmul(flatten_leading(inputs, 1), tf.cast(self.kernel, inputs.dtype))
-        x = tf.nn.bias_add(x, tf.cast(self.bias, x.dtype))
-        if self.activation is not None:
-            x = self.activation(x)
-        return tf.reshape(x, tf.concat([outer_shape, [self.units]], axis=0))
+        return project(inputs, self.kernel, self.bias, self.activation, contracted=1)
 
 
 def contracted_axes(equation, bias_shape, kernel_shape):
@@ -68,13 +72,7 @@ class FusedEinsumDense(keras.layers.EinsumDense):
             self.equation, self.bias.shape, self.kernel.shape)
         if count is None:
             return super().call(inputs, training=training)
-        kernel = tf.cast(self.kernel, inputs.dtype)
-        outer_shape = tf.shape(inputs)[:inputs.shape.rank - count]
-        x = tf.matmul(flatten_leading(inputs, count), tf.reshape(kernel, [-1, math.prod(kernel.shape[count:])]))
-        x = tf.nn.bias_add(x, tf.reshape(tf.cast(self.bias, x.dtype), [-1]))
-        if self.activation is not None:
-            x = self.activation(x)
-        return tf.reshape(x, tf.concat([outer_shape, kernel.shape[count:]], axis=0))
+        return project(inputs, self.kernel, self.bias, self.activation, contracted=count)
 
 
 class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):

@@ -21,8 +21,8 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     assert not uses_fused_layers(classifier)
     assert use_fused_layers(classifier) == 6 * 7 + 2  # per layer 4 projections, 2 FFN, attention; pooler, head
     fused = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
-    padded = features["padding_mask"].numpy() == 1
-    np.testing.assert_allclose(fused[padded], stock[padded], atol=tolerance)
+    real_tokens = features["padding_mask"].numpy() == 1
+    np.testing.assert_allclose(fused[real_tokens], stock[real_tokens], atol=tolerance)
     graph = tf.function(backbone).get_concrete_function(features).graph
     op_types = collections.Counter(op.type for op in graph.get_operations())
     # Every projection is a 2-D MatMul: 4 + 2 per layer and the pooler; BatchMatMuls only in attention.
