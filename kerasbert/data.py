@@ -138,7 +138,7 @@ def read_tfds(name, data_dir):
 
 def labeled_texts_from(dataset):
     texts, labels = [], []
-    for text_batch, label_batch in dataset.batch(4096).as_numpy_iterator():
+    for text_batch, label_batch in dataset.batch(4096).with_options(pipeline_options()).as_numpy_iterator():
         texts.extend(text.decode("utf-8") for text in text_batch)
         labels.append(label_batch)
     return LabeledTexts(np.array(texts, dtype=object), np.concatenate(labels).astype("int32"))
@@ -329,10 +329,27 @@ def tokenized(dataset, preprocessor, trim):
         features = preprocessor(texts)
         return (trim_padding(features) if trim else features), labels
 
-    options = tf.data.Options()
+    options = pipeline_options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     return dataset.with_options(options)
+
+
+def pipeline_options():
+    """tf.data options for every pipeline here: autotuning off.
+
+    Autotuning gives each iterator a model thread that sleeps between tuning
+    rounds (10 ms, doubling up to a minute). Dropping the iterator, which `fit`,
+    `evaluate` and `predict` do when the data runs out, cancels that thread and
+    waits for it. TensorFlow wakes the thread before it marks the cancellation
+    done, so the thread can see "not cancelled" and sleep on to its next round:
+    the CPU idles for up to a minute (7-13 s after the benchmark's 30 s epochs,
+    `benchmarks/iterator_teardown.py`). Without autotuning, AUTOTUNE parallelism
+    is one call per core and prefetching grows its own buffer, plenty for tokenizing.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def trim_padding(features):

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import rundir
+from kerasbert.data import pipeline_options
 from kerasbert.errors import KerasbertError
 from kerasbert.model import inference_copy, load_classifier
 
@@ -157,7 +158,8 @@ def export_saved_model(classifier, class_names, model_root, version, overwrite=F
 
 
 def keras_probabilities(classifier, texts):
-    logits = classifier.predict(np.asarray(texts, dtype=object).astype(str), batch_size=64, verbose=0)
+    reviews = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(64)
+    logits = classifier.predict(reviews.with_options(pipeline_options()), verbose=0)
     return tf.nn.softmax(np.asarray(logits, dtype=np.float32)).numpy()
 
 

@@ -198,3 +198,15 @@ def test_evaluation_pipeline_keeps_the_order(preset_path, tfds_splits):
     np.testing.assert_array_equal(labels, ordered.labels)
     lengths = [len(text) for text in ordered.texts]
     assert lengths == sorted(lengths)
+
+
+def test_pipelines_run_without_tf_data_autotuning(preset_path, tfds_splits):
+    # TF 2.21's autotuning thread can hold up the end of every fit, evaluate and predict,
+    # for up to a minute (data.pipeline_options, benchmarks/iterator_teardown.md).
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=64)
+    pipelines = [data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1),
+                 data.evaluation_dataset(tfds_splits.test, preprocessor, 8)]
+    for dataset in pipelines:
+        assert dataset.options().autotune.enabled is False
+        assert dataset.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+        assert sum(len(labels) for _, labels in dataset) > 0
