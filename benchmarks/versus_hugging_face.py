@@ -182,16 +182,19 @@ def append_results(args, measurements, accuracy_runs, peaks):
     lines = [
         f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})\n",
         f"Command: `python {shlex.join(sys.argv)}`\n",
-        f"Real IMDB train reviews: {args.train_examples} for training (after {WARMUP_STEPS} warm-up steps), "
-        f"{args.inference_examples} for inference; batch {args.batch_size} (inference {args.eval_batch_size}); "
-        f"medians of {args.rounds} interleaved rounds. HF: `BertForSequenceClassification`, fast tokenizer, "
-        "dynamic padding, AdamW, float32 (plain loop). kerasbert: its defaults (bf16, length bucketing).\n",
         f"Matmul peak measured here (TensorFlow, {2048}x{2048}): float32 {peaks['float32']:.2f} TFLOP/s, "
         f"bf16 {peaks['bfloat16']:.2f} TFLOP/s.\n",
-        "| length | train seq/s kerasbert | train seq/s HF | ratio | inference seq/s kerasbert | "
-        "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s (% of bf16 peak) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    if measurements:
+        lines += [
+            f"Real IMDB train reviews: {args.train_examples} for training (after {WARMUP_STEPS} warm-up steps), "
+            f"{args.inference_examples} for inference; batch {args.batch_size} (inference {args.eval_batch_size}); "
+            f"medians of {args.rounds} interleaved rounds. HF: `BertForSequenceClassification`, fast tokenizer, "
+            "dynamic padding, AdamW, float32 (plain loop). kerasbert: its defaults (bf16, length bucketing).\n",
+            "| length | train seq/s kerasbert | train seq/s HF | ratio | inference seq/s kerasbert | "
+            "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s (% of bf16 peak) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     for length in sorted({length for _, length in by_key}):
         if (("hf", length) not in by_key) or (("kerasbert", length) not in by_key):
             continue
