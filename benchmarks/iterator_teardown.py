@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tensorflow as tf  # noqa: E402
 
 from kerasbert import data  # noqa: E402
+from kerasbert.errors import KerasbertError  # noqa: E402
 from kerasbert.model import ReviewPreprocessor  # noqa: E402
 from kerasbert.presets import resolve_preset  # noqa: E402
 
@@ -39,8 +40,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--results", default="benchmarks/iterator_teardown.md")
     args = parser.parse_args()
-
-    train, _, _ = data.read_tfds("imdb_reviews", args.data_dir)
+    if args.batches < 1 or args.rounds < 1 or args.step_seconds < 0:
+        parser.error("--batches and --rounds must be at least 1, --step-seconds not negative")
+    try:
+        train, _, _ = data.read_tfds("imdb_reviews", args.data_dir)
+    except KerasbertError as error:
+        parser.error(str(error))
     reviews = train.sample(16 * args.batches, seed=1234)
     preprocessor = ReviewPreprocessor.from_preset(resolve_preset("all_minilm_l6_v2_offline"), sequence_length=256)
     arms = {"autotune on (TensorFlow default)": True, "autotune off (kerasbert)": False}
