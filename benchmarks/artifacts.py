@@ -9,11 +9,7 @@ Throughput: batches of 64 (the strings-in TFLite model takes one review per call
 """
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -22,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from kerasbert.export import parity_examples  # noqa: E402
 from kerasbert.predict import load_predictor  # noqa: E402
+from machine import results_heading  # noqa: E402
 
 
 def size_mib(path):
@@ -68,8 +65,7 @@ def main():
         print(rows[-1], flush=True)
     keras_throughput = rows[0]["throughput"]
     with open(args.results, "a") as results:
-        results.write(f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, "
-                      f"{platform.machine()})\n\nCommand: `python {shlex.join(sys.argv)}`\n\n"
+        results.write(results_heading() + "\n"
                       f"{len(texts)} seeded IMDB test reviews. Latency: batch 1, default threads "
                       f"({args.latency_reviews} reviews); throughput: batches of 64.\n\n"
                       "| artifact | accuracy | size MiB | p50 ms | p95 ms | reviews/s | x Keras |\n"

@@ -11,10 +11,7 @@ sometimes waits, CPU idle, for the autotuning thread's next scheduled wake-up.
 """
 
 import argparse
-import datetime
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -28,6 +25,7 @@ from kerasbert import data  # noqa: E402
 from kerasbert.errors import KerasbertError  # noqa: E402
 from kerasbert.model import ReviewPreprocessor  # noqa: E402
 from kerasbert.presets import resolve_preset  # noqa: E402
+from machine import results_heading  # noqa: E402
 
 STALL_SECONDS = 0.5
 
@@ -58,8 +56,8 @@ def main():
             teardowns[name].append(epoch_end_seconds(dataset, args.step_seconds))
             print(f"{name}: {teardowns[name][-1]:.3f} s", flush=True)
 
-    lines = [f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, TensorFlow {tf.__version__})\n",
-             f"Command: `python {shlex.join(sys.argv)}`; {args.rounds} interleaved rounds of {args.batches} batches "
+    lines = [results_heading(),
+             f"{args.rounds} interleaved rounds of {args.batches} batches "
              f"of 16 real reviews, {args.step_seconds} s of busy step each. A stall is a teardown over "
              f"{STALL_SECONDS} s.\n",
              "| pipeline | stalls | median s | max s | total s | each trial, s |", "|---|---|---|---|---|---|"]

@@ -12,16 +12,14 @@ goes to `<output-dir>.attempt-<n>.log`.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
-import shlex
 import signal
 import subprocess
 import sys
 import time
+from machine import results_heading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,8 +95,8 @@ def read_json(path):
 def write_results(args, command, kills, total, metrics, baseline):
     extra = total - baseline["timing"]["total_seconds"]
     lines = [
-        f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
-        f"Command: `python {shlex.join(sys.argv)}`; each attempt ran `{' '.join(command[1:])}`.\n",
+        results_heading(),
+        f"Each attempt ran `{' '.join(command[1:])}`.\n",
         "| attempt | killed at minute (since the first start) | seconds of work lost (since the last backup "
         "or the attempt's start) | next attempt resumes from global step |",
         "|---|---|---|---|",

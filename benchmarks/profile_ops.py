@@ -11,14 +11,10 @@ the tables to `--results`.
 
 import argparse
 import collections
-import datetime
 import glob
 import json
 import os
-import platform
 import random
-import shlex
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,7 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from versus_hugging_face import WARMUP_STEPS, KerasbertWorker, cpu_model  # noqa: E402
+from machine import results_heading  # noqa: E402
+from versus_hugging_face import WARMUP_STEPS, KerasbertWorker  # noqa: E402
 
 # Op types by kind; oneDNN ops carry an "_Mkl" prefix and fused ones "_Fused".
 KINDS = {
@@ -49,10 +46,12 @@ def main():
     parser.add_argument("--inference-examples", type=int, default=320)
     parser.add_argument("--top", type=int, default=12, help="Op types listed per phase.")
     parser.add_argument("--trace-dir", default=os.path.join("runs", "profile"))
+    parser.add_argument("--mixed-precision", default="auto", help="kerasbert's --mixed-precision (auto, off, bf16).")
     parser.add_argument("--results", default="benchmarks/profile.md")
     args = parser.parse_args()
 
-    worker = KerasbertWorker({"length": args.length, "batch_size": 16, "eval_batch_size": 64, "options": {}})
+    worker = KerasbertWorker({"length": args.length, "batch_size": 16, "eval_batch_size": 64,
+                              "options": {"mixed_precision": args.mixed_precision}})
     train_count = (args.train_steps + WARMUP_STEPS) * 16
     train_part, inference_part = split_part(real_reviews(args.data_dir, train_count + args.inference_examples),
                                             train_count)
@@ -73,7 +72,7 @@ def main():
         tf.profiler.experimental.stop()
         phases[phase] = {"wall_seconds": wall, "op_seconds": op_seconds(latest_trace(trace_dir))}
         print(json.dumps({"phase": phase, "wall_seconds": round(wall, 2)}), flush=True)
-    append_results(args, phases)
+    append_results(args, phases, worker)
 
 
 def real_reviews(data_dir, count):
@@ -123,10 +122,9 @@ def kind_of(op_type):
     return "element-wise math and other"
 
 
-def append_results(args, phases):
-    lines = [f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})\n",
-             f"Command: `python {shlex.join(sys.argv)}`\n",
-             f"kerasbert defaults (mixed_bfloat16, length bucketing), length {args.length}; training: "
+def append_results(args, phases, worker):
+    lines = [results_heading(),
+             f"kerasbert defaults (--mixed-precision {args.mixed_precision}: {worker.classifier.dtype_policy.name}, length bucketing), length {args.length}; training: "
              f"{args.train_steps} steps of batch 16 after {WARMUP_STEPS} warm-up steps; inference: "
              f"{args.inference_examples} reviews in batches of 64. Op seconds are summed over TensorFlow's "
              "executor threads, so they can exceed the wall time when ops run side by side.\n"]

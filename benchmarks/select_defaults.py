@@ -9,11 +9,7 @@ subset of IMDB train, and appends each one's validation accuracy to a results fi
 
 import argparse
 import dataclasses
-import datetime
 import os
-import platform
-import shlex
-import sys
 import tempfile
 import time
 
@@ -23,6 +19,7 @@ from kerasbert import data  # noqa: E402
 from kerasbert.config import TrainConfig  # noqa: E402
 from kerasbert.presets import resolve_preset  # noqa: E402
 from kerasbert.training import fine_tune  # noqa: E402
+from machine import results_heading  # noqa: E402
 
 SWEEPS = {
     "learning-rate": [{"max_seq_length": 128, "learning_rate": rate, "truncation": "head+tail"}
@@ -47,9 +44,7 @@ def main():
     splits = data.load_splits(base)
     preset_path = resolve_preset(base.preset)
     with open(args.results, "a") as results:
-        results.write(f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, "
-                      f"{platform.processor() or platform.machine()})\n\n"
-                      f"Command: `python {shlex.join(sys.argv)}`\n\n"
+        results.write(results_heading() + "\n"
                       f"{len(splits.train)} training and {len(splits.validation)} validation examples "
                       f"(seed {base.seed}), 1 epoch, batch {base.batch_size}.\n\n"
                       "| max_seq_length | learning_rate | truncation | validation accuracy | minutes |\n"

@@ -5,15 +5,13 @@ devices, side by side (A B A B) in one invocation, each run its own `train.py` p
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
+from machine import results_heading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STRATEGIES = {"default": ["--strategy", "default"],
@@ -40,8 +38,8 @@ def main():
                 speeds[name].append(json.load(file)["timing"]["train_sequences_per_second"])
             print(name, speeds[name][-1], flush=True)
     default = statistics.median(speeds["default"])
-    lines = [f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs)\n",
-             f"Command: `python {shlex.join(sys.argv)}`; {args.train_examples} training reviews, length "
+    lines = [results_heading(),
+             f"{args.train_examples} training reviews, length "
              f"{args.max_seq_length}, batch 16 (global), bf16, medians of {args.rounds} interleaved rounds.\n",
              "| strategy | train sequences/s | runs | ratio to default |", "|---|---|---|---|"]
     for name, values in speeds.items():

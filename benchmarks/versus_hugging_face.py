@@ -21,13 +21,10 @@ kerasbert itself never imports torch.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import random
 import resource
-import shlex
 import statistics
 import subprocess
 import sys
@@ -36,10 +33,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from machine import results_heading  # noqa: E402
+
 WARMUP_STEPS = 3
 KERASBERT_VARIANTS = {
     "kerasbert": {},
     "kerasbert float32": {"mixed_precision": "off"},
+    "kerasbert bf16": {"mixed_precision": "bf16"},
     "kerasbert no bucketing": {"length_bucketing": False},
     "kerasbert XLA": {"jit_compile": True},
     "kerasbert unfused": {"fused_layers": False},
@@ -179,9 +179,10 @@ def append_results(args, measurements, accuracy_runs, peaks):
         rows = by_key.get((name, length), [])
         return statistics.median(row[field] for row in rows) if rows else float("nan")
 
+    policy = next((row["policy"] for row in measurements if row["name"] == "kerasbert"), "float32")
+    peak_name = "bfloat16" if "bfloat16" in policy else "float32"
     lines = [
-        f"\n## {datetime.date.today()} on {platform.node()} ({os.cpu_count()} CPUs, {cpu_model()})\n",
-        f"Command: `python {shlex.join(sys.argv)}`\n",
+        results_heading(),
         f"Matmul peak measured here (TensorFlow, {2048}x{2048}): float32 {peaks['float32']:.2f} TFLOP/s, "
         f"bf16 {peaks['bfloat16']:.2f} TFLOP/s.\n",
     ]
@@ -190,9 +191,11 @@ def append_results(args, measurements, accuracy_runs, peaks):
             f"Real IMDB train reviews: {args.train_examples} for training (after {WARMUP_STEPS} warm-up steps), "
             f"{args.inference_examples} for inference; batch {args.batch_size} (inference {args.eval_batch_size}); "
             f"medians of {args.rounds} interleaved rounds. HF: `BertForSequenceClassification`, fast tokenizer, "
-            "dynamic padding, AdamW, float32 (plain loop). kerasbert: its defaults (bf16, length bucketing).\n",
+            "dynamic padding, AdamW, float32 (plain loop). kerasbert: its defaults (`--mixed-precision auto`, "
+            f"which chose {policy}; length bucketing).\n",
             "| length | train seq/s kerasbert | train seq/s HF | ratio | inference seq/s kerasbert | "
-            "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s (% of bf16 peak) |",
+            "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s (% of float32 peak, "
+            f"% of {peak_name} peak) |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
     for length in sorted({length for _, length in by_key}):
@@ -204,7 +207,8 @@ def append_results(args, measurements, accuracy_runs, peaks):
         lines.append(
             f"| {length} | {k_train:.2f} | {h_train:.2f} | {k_train / h_train:.2f}x | {k_infer:.1f} | {h_infer:.1f} | "
             f"{k_infer / h_infer:.2f}x | {median('kerasbert', length, 'peak_rss_mib'):.0f} / "
-            f"{median('hf', length, 'peak_rss_mib'):.0f} | {flops:.3f} ({flops / peaks['bfloat16']:.0%}) |"
+            f"{median('hf', length, 'peak_rss_mib'):.0f} | {flops:.3f} ({flops / peaks['float32']:.0%}, "
+            f"{flops / peaks[peak_name]:.0%}) |"
         )
     if args.variant_length:
         length = args.variant_length
@@ -224,17 +228,6 @@ def append_results(args, measurements, accuracy_runs, peaks):
     with open(args.results, "a") as results:
         results.write("\n".join(lines))
     print("\n".join(lines))
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --- worker processes ------------------------------------------------------
@@ -315,7 +308,7 @@ class KerasbertWorker:
         inference_seconds = time.perf_counter() - started
         count = len(reviews["train"]["texts"])
         return {"train_sps": count / train_seconds, "inference_sps": len(reviews["inference"]["texts"]) / inference_seconds,
-                "padded_tokens": padded / count,
+                "padded_tokens": padded / count, "policy": self.classifier.dtype_policy.name,
                 "train_tflops": padded * train_flops_per_token(self.config.max_seq_length) / train_seconds / 1e12}
 
     def time_to_accuracy(self, reviews):

@@ -18,8 +18,10 @@ import os
 import sys
 
 from kerasbert.errors import KerasbertError
+from kerasbert.hardware import PRECISIONS
 
 DEFAULT_PRESET = "all_minilm_l6_v2_offline"
+TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
 TRAIN_DESCRIPTION = ("Fine-tune a pre-trained BERT into a text classifier, evaluate it on the test split "
                      "and save it in a run directory.")
 EXPORT_DESCRIPTION = ("Export a trained run as a TF Serving SavedModel and TFLite models, each checked "
@@ -99,11 +101,11 @@ class TrainConfig:
         0, "Stop after this many epochs without validation improvement (0: off)."
     )
     mixed_precision: str = option(
-        "bf16",
-        "Compute dtype: bf16 (mixed_bfloat16; fast on CPUs with AVX-512 BF16, "
-        "on TPUs and recent GPUs), fp16 (mixed_float16 with loss scaling, "
-        "GPUs) or off (float32).",
-        choices=("off", "bf16", "fp16"),
+        "auto",
+        "Compute dtype: auto (bf16 on TPUs, NVIDIA GPUs of compute capability 8.0+ and CPUs with "
+        "bf16 instructions; fp16 on compute capability 7.x GPUs; else float32; kerasbert/hardware.py), "
+        "bf16 (mixed_bfloat16), fp16 (mixed_float16 with loss scaling) or off (float32).",
+        choices=PRECISIONS,
     )
     jit_compile: bool = option(False, "Compile the train step with XLA.")
     fused_layers: bool = option(
@@ -232,8 +234,6 @@ class ExportConfig:
     overwrite: bool = option(False, "Replace an existing version.")
 
     def validate(self):
-        from kerasbert.export import TFLITE_FORMATS
-
         if self.version < 0:
             raise KerasbertError(f"--version must not be negative, got {self.version}")
         if self.parity_examples < 0:

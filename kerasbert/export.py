@@ -29,12 +29,13 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from kerasbert import rundir
+from kerasbert import data, rundir
+from kerasbert.config import TFLITE_FORMATS, TrainConfig
 from kerasbert.data import pipeline_options
 from kerasbert.errors import KerasbertError
 from kerasbert.model import inference_copy, load_classifier
+from kerasbert.progress import phase
 
-TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
 TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 # Parity bars: fraction of reviews whose predicted class agrees with Keras float32.
 AGREEMENT_BARS = {"saved_model": 0.999, "float32": 0.999, "float16": 0.995, "dynamic-int8": 0.99}
@@ -107,8 +108,6 @@ def publish_directory(staged, final, overwrite):
 
 def export_run(config):
     """Everything `export.py` does: SavedModel, then TFLite variants, each parity-checked."""
-    from kerasbert.training import phase
-
     phase(f"loading {config.run}")
     classifier, class_names = load_run(config.run)
     model_root = os.path.join(config.export_root, config.model_name)
@@ -207,9 +206,6 @@ def check_parity(report, where):
 
 def parity_examples(run_dir, count, seed=0):
     """`count` seeded test reviews (texts, labels) of the run's own test data."""
-    from kerasbert import data
-    from kerasbert.config import TrainConfig
-
     config = TrainConfig.from_dict(rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
     test = data.load_splits(config).test.sample(count, seed)
     return test.texts.astype(str), test.labels

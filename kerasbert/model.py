@@ -23,8 +23,8 @@ import tensorflow as tf
 
 from kerasbert.errors import KerasbertError
 from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
+from kerasbert.hardware import choose_precision, detect_hardware
 
-DTYPE_POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
 
 
@@ -127,7 +127,7 @@ def truncate(token_ids, budget, head):
 
 
 def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
-                     mixed_precision="off", backbone_dropout=-1.0, fused_layers=True):
+                     mixed_precision="auto", backbone_dropout=-1.0, fused_layers=True):
     """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
 
     The classifier's own `preprocessor` is None during training: the
@@ -135,8 +135,10 @@ def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail"
     puts it back before the model is saved. `backbone_dropout` -1 keeps the
     preset's dropout inside the transformer layers. `fused_layers` swaps in
     the layer subclasses of `kerasbert.fused_layers` (same weights, same outputs).
+    `mixed_precision` "auto" picks what the hardware computes natively
+    (`kerasbert.hardware.choose_precision`).
     """
-    dtype = DTYPE_POLICIES[mixed_precision]
+    dtype = choose_precision(mixed_precision, detect_hardware()).policy
     backbone_options = {} if backbone_dropout < 0 else {"dropout": backbone_dropout}
     try:
         preprocessor = ReviewPreprocessor.from_preset(

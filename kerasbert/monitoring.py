@@ -63,7 +63,10 @@ class TrainingTensorBoard(keras.callbacks.TensorBoard):
         # Keras adds the learning rate itself; add the last gradient norm beside it.
         logs = dict(logs or {})
         logs.update({key: value for key, value in self.optimizer_scalars().items() if key == "gradient_norm"})
-        super().on_epoch_end(epoch, logs)
+        # Keras writes the epoch scalars inside its per-step `record_if`, so they were
+        # dropped whenever the epoch's last step was not a multiple of update_freq.
+        with tf.summary.record_if(True):
+            super().on_epoch_end(epoch, logs)
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")

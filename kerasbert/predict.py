@@ -13,7 +13,6 @@ import io
 import json
 import os
 
-import numpy as np
 
 from kerasbert import rundir
 from kerasbert.errors import KerasbertError

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from kerasbert import plots, rundir
 from kerasbert.errors import KerasbertError
+from kerasbert.hardware import Hardware
 
 REPORT_FILE = "report.md"
 TRAINING_CURVES_PNG = "training_curves.png"
@@ -100,6 +101,20 @@ def write_report(run_dir):
     return text
 
 
+def machine_lines(metrics):
+    """Where the run ran, its compute precision and its time estimate (runs from before these were recorded have none)."""
+    lines = []
+    if "hardware" in metrics:
+        lines.append(f"Machine: {Hardware.from_dict(metrics['hardware']).describe()}.")
+    if "precision" in metrics:
+        precision = metrics["precision"]
+        lines.append(f"Compute precision {precision['resolved']} (`--mixed-precision {precision['requested']}`: "
+                     f"{precision['reason']}).")
+    if metrics.get("estimate"):
+        lines.append(f"Estimated after the first steps: {metrics['estimate']['total_seconds']:.0f} s in all.")
+    return [" ".join(lines), ""] if lines else []
+
+
 def report_markdown(run_dir, config, metrics):
     test, timing = metrics["test"], metrics["timing"]
     lines = [f"# Run `{os.path.basename(os.path.abspath(run_dir))}`", ""]
@@ -119,6 +134,7 @@ def report_markdown(run_dir, config, metrics):
               f"| test evaluation | {timing['eval_seconds']:.1f} | {timing['eval_sequences_per_second']:.2f} |",
               f"| total | {timing['total_seconds']:.1f} | |", "",
               f"Peak memory {metrics['peak_rss_mib']:.0f} MiB; {metrics.get('replicas', 1)} replica(s).", ""]
+    lines += machine_lines(metrics)
     lines += ["## Pictures", ""]
     for title, name in (("Training curves", TRAINING_CURVES_PNG), ("Test confusion matrix", rundir.CONFUSION_MATRIX_PNG),
                         ("Test precision-recall", rundir.PRECISION_RECALL_PNG)):

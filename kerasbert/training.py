@@ -21,8 +21,10 @@ import tensorflow as tf
 
 from kerasbert import data, distribution, evaluation, monitoring, plots, report, resume, rundir
 from kerasbert.errors import KerasbertError
+from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.model import attach_preprocessor, build_classifier, inference_copy, save_classifier
 from kerasbert.presets import resolve_preset
+from kerasbert.progress import EpochProgress, Throughput, TimeEstimate, minutes, phase
 
 # Variables that get no weight decay: LayerNorm scales/offsets and biases.
 NO_DECAY_PATTERN = ["bias", "gamma", "beta"]
@@ -52,7 +54,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
-def make_optimizer(config, total_steps):
+def make_optimizer(config, total_steps, loss_scaling=False):
     schedule = WarmupLinearDecay(config.learning_rate, int(config.warmup_ratio * total_steps), total_steps)
     optimizer = monitoring.GradientNormAdamW(
         learning_rate=schedule,
@@ -60,74 +62,19 @@ def make_optimizer(config, total_steps):
         global_clipnorm=config.clip_norm or None,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY_PATTERN)
-    if config.mixed_precision == "fp16":
+    if loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
 def compile_classifier(classifier, config, total_steps):
+    """AdamW with warm-up, loss scaling when the classifier computes in float16."""
     classifier.compile(
-        optimizer=make_optimizer(config, total_steps),
+        optimizer=make_optimizer(config, total_steps, classifier.dtype_policy.name == "mixed_float16"),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
     )
-
-
-class Throughput(keras.callbacks.Callback):
-    """Training sequences/s, not counting validation passes; added to the epoch logs.
-
-    A resumed run starts from the totals its backup recorded.
-    """
-
-    def __init__(self, batch_size, seconds=0.0, sequences=0):
-        super().__init__()
-        self.batch_size, self.train_seconds, self.trained_sequences = batch_size, seconds, sequences
-        self.epoch_sequences, self.steps, self.started, self.paused = 0, 0, None, None
-
-    def expect(self, sequences):
-        """The number of sequences the next epoch (`fit` call) trains on."""
-        self.epoch_sequences = sequences
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started, self.paused, self.steps = time.perf_counter(), None, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-
-    def on_test_begin(self, logs=None):
-        self.paused = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = (self.paused or time.perf_counter()) - self.started
-        self.train_seconds += seconds
-        self.trained_sequences += self.epoch_sequences
-        self.started = None
-        if logs is not None:
-            logs["sequences_per_second"] = self.epoch_sequences / seconds
-
-    def totals_so_far(self):
-        """(seconds, sequences) trained so far, the current epoch's part included."""
-        if self.started is None:
-            return self.train_seconds, self.trained_sequences
-        return (self.train_seconds + time.perf_counter() - self.started,
-                self.trained_sequences + min(self.steps * self.batch_size, self.epoch_sequences))
-
-    @property
-    def sequences_per_second(self):
-        return self.trained_sequences / max(self.train_seconds, 1e-9)
-
-
-class EpochProgress(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, numbering epochs out of the whole run (each epoch is its own `fit` call)."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.total_epochs = epochs
-
-    def set_params(self, params):
-        super().set_params(params)
-        self.epochs = self.total_epochs
 
 
 def monitored_metric(splits):
@@ -157,34 +104,33 @@ def make_callbacks(config, run_dir, splits, preprocessor, throughput, state):
     return callbacks
 
 
-def phase(message):
-    print(f"[kerasbert {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 @dataclasses.dataclass
 class FineTuned:
     classifier: keras.Model
     preprocessor: keras.layers.Layer
     history: dict  # metric name -> one value per epoch
     throughput: Throughput
+    time_estimate: TimeEstimate
     strategy: tf.distribute.Strategy
     state: resume.RunState  # steps taken, best epoch, and how the run went
 
 
-def fine_tune(config, preset_path, splits, run_dir, strategy=None):
+def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=None, run_started=None):
     """Build the classifier under the strategy, fit it epoch by epoch with backups,
     and restore its best-validation weights.
 
     If `run_dir` holds a backup, training resumes from it: same epoch and
-    step, same optimizer state. `preset_path` is what `resolve_preset(config.preset)` returned.
+    step, same optimizer state. `preset_path` is what `resolve_preset(config.preset)` returned;
+    `precision` what `choose_precision` made of `config.mixed_precision` (default: for this machine).
     """
     strategy = strategy or tf.distribute.get_strategy()
+    precision = precision or choose_precision(config.mixed_precision, detect_hardware(strategy))
     keras.utils.set_random_seed(config.seed)
     steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
     with strategy.scope():
         classifier, preprocessor = build_classifier(
             preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
-            config.mixed_precision, config.backbone_dropout, config.fused_layers,
+            precision.name, config.backbone_dropout, config.fused_layers,
         )
         compile_classifier(classifier, config, config.epochs * steps_per_epoch)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
@@ -206,7 +152,11 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None):
                                                   config.eval_batch_size, config.length_bucketing)
     throughput = Throughput(config.batch_size, state.train_seconds, state.trained_sequences)
     save_every_steps = resume.BackupEverySteps(backup, state, throughput, config.backup_every_steps)
-    callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [save_every_steps]
+    remaining_steps = config.epochs * steps_per_epoch - state.global_step
+    evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
+    time_estimate = TimeEstimate(remaining_steps, config.batch_size, evaluated, run_started)
+    callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [save_every_steps,
+                                                                                            time_estimate]
     phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
     while state.epoch < config.epochs and not stops_early(config, state):
@@ -230,7 +180,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None):
     if os.path.exists(best_weights):
         classifier.load_weights(best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
-    return FineTuned(classifier, preprocessor, history, throughput, strategy, state)
+    return FineTuned(classifier, preprocessor, history, throughput, time_estimate, strategy, state)
 
 
 def stops_early(config, state):
@@ -274,6 +224,10 @@ def train_and_evaluate(config):
     started = time.perf_counter()
     task = distribution.cluster_task()
     strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices)
+    hardware = detect_hardware(strategy)
+    precision = choose_precision(config.mixed_precision, hardware)
+    phase(f"on {hardware.describe()}")
+    phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
     run_dir = choose_run_directory(config, task)
     if config.overwrite and os.path.isdir(os.path.join(run_dir, rundir.BACKUP_DIR)):
         phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
@@ -283,7 +237,7 @@ def train_and_evaluate(config):
     splits = data.load_splits(config)
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
-    tuned = fine_tune(config, preset_path, splits, run_dir, strategy)
+    tuned = fine_tune(config, preset_path, splits, run_dir, strategy, precision, started)
     if not task.is_chief:
         shutil.rmtree(run_dir, ignore_errors=True)
         phase(f"{task.name} done; the chief writes the outputs")
@@ -326,6 +280,10 @@ def train_and_evaluate(config):
         "strategy": type(tuned.strategy).__name__,
         "replicas": tuned.strategy.num_replicas_in_sync,
         "workers": task.workers,
+        "hardware": hardware.to_dict(),
+        "precision": {"requested": config.mixed_precision, "resolved": precision.name, "policy": precision.policy,
+                      "reason": precision.reason},
+        "estimate": tuned.time_estimate.estimate,
     }
     rundir.write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
     report.write_report(run_dir)
@@ -335,6 +293,7 @@ def train_and_evaluate(config):
           + evaluation.format_metrics_table(test_metrics))
     phase(f"report with pictures: {os.path.join(run_dir, report.REPORT_FILE)}")
     timing = metrics["timing"]
+    estimated = f" (estimated {minutes(metrics['estimate']['total_seconds'])})" if metrics["estimate"] else ""
     phase(f"train {timing['train_sequences_per_second']:.1f} seq/s, eval {timing['eval_sequences_per_second']:.1f} "
-          f"seq/s, total {timing['total_seconds'] / 60:.1f} min, peak memory {metrics['peak_rss_mib']:.0f} MiB")
+          f"seq/s, total {minutes(timing['total_seconds'])}{estimated}, peak memory {metrics['peak_rss_mib']:.0f} MiB")
     return metrics

@@ -1,10 +1,15 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasbert import model
+from kerasbert.config import TrainConfig
 from kerasbert.errors import KerasbertError
+from kerasbert.hardware import Gpu, Hardware
 from kerasbert.model import (ReviewPreprocessor, attach_preprocessor, build_classifier, load_classifier,
                              save_classifier)
+from kerasbert.training import compile_classifier
 from tests.conftest import assert_same_predictions
 
 WORDS = "one two three four five six seven eight nine ten"
@@ -88,3 +93,17 @@ def test_missing_or_corrupt_model_file(tmp_path):
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(KerasbertError, match="cannot load model"):
         load_classifier(str(corrupt))
+
+
+@pytest.mark.parametrize("machine, policy, loss_scaling", [
+    (Hardware("AMD EPYC 7R13", ("avx2", "fma"), 2), "float32", False),
+    (Hardware("AMD EPYC 9R14", ("avx2", "avx512_bf16"), 2), "mixed_bfloat16", False),
+    (Hardware(gpus=(Gpu("Tesla T4", (7, 5)),)), "mixed_float16", True),
+])
+def test_auto_precision_builds_and_compiles_for_the_hardware(preset_path, monkeypatch, machine, policy, loss_scaling):
+    monkeypatch.setattr(model, "detect_hardware", lambda: machine)
+    classifier, _ = build_classifier(preset_path, 2, 32)
+    assert classifier.dtype_policy.name == policy
+    assert classifier.backbone.dtype_policy.name == policy
+    compile_classifier(classifier, TrainConfig(), total_steps=10)
+    assert isinstance(classifier.optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaling

@@ -16,7 +16,7 @@ from kerasbert import cli, rundir
 from kerasbert.data import LabeledTexts
 from kerasbert.monitoring import misclassified_table
 from kerasbert.plots import precision_recall_curve
-from kerasbert.report import REPORT_FILE, TRAINING_CURVES_PNG
+from kerasbert.report import REPORT_FILE, TRAINING_CURVES_PNG, read_scalars
 from kerasbert.training import train_and_evaluate
 from tests.conftest import free_ports, tiny_config
 
@@ -205,3 +205,22 @@ def test_precision_recall_curve_by_threshold():
     precision, recall = precision_recall_curve(np.array([1, 0, 1, 0]), np.array([0.9, 0.8, 0.8, 0.1]))
     np.testing.assert_allclose(recall, [0.5, 1.0, 1.0])
     np.testing.assert_allclose(precision, [1.0, 2 / 3, 0.5])
+
+
+def test_epoch_scalars_and_time_estimate_when_steps_do_not_divide_the_logging_interval(tmp_path, capsys):
+    # 4 steps an epoch, per-step scalars every 3: Keras alone dropped the epoch scalars of such epochs.
+    config = tiny_config(tmp_path, max_train_examples=40, max_test_examples=8, epochs=2, log_every_steps=3)
+    metrics = train_and_evaluate(config)
+    train = read_scalars(os.path.join(config.output_dir, "logs", "train"))
+    assert list(train["epoch_loss"][0]) == [0, 1]
+    assert list(train["batch_loss"][0]) == [3, 6]
+    printed = capsys.readouterr().out
+    assert "estimated time on this machine: fine-tuning" in printed
+    estimate = metrics["estimate"]
+    assert estimate["remaining_steps"] == 0 and estimate["step_seconds"] > 0
+    assert 0 < estimate["total_seconds"] < 10 * metrics["timing"]["total_seconds"]
+    assert metrics["precision"] == {"requested": "off", "resolved": "off", "policy": "float32",
+                                    "reason": "asked for explicitly"}
+    assert metrics["hardware"]["cores"] == os.cpu_count()
+    with open(os.path.join(config.output_dir, REPORT_FILE)) as report:
+        assert "Compute precision off" in report.read()

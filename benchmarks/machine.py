@@ -1,0 +1,22 @@
+"""The heading of every benchmark's results: the date, the machine (CPU model,
+the flags that matter, cores, accelerators), TensorFlow's version, any
+instruction-set caps in force, and the command."""
+
+import datetime
+import os
+import shlex
+import sys
+
+import tensorflow as tf
+
+from kerasbert.hardware import detect_hardware
+
+# Environment variables that cap the instruction sets of TensorFlow's oneDNN, PyTorch's ATen and MKL.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "TF_ENABLE_ONEDNN_OPTS")
+
+
+def results_heading():
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if name in os.environ]
+    command = shlex.join(caps + ["python", *sys.argv])
+    return (f"\n## {datetime.date.today()} on {detect_hardware().describe()}; TensorFlow {tf.__version__}\n\n"
+            f"Command: `{command}`\n")

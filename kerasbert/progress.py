@@ -1,0 +1,134 @@
+"""Progress a run shows while it works: phase lines, the progress bar, training
+throughput, and an estimate of how long the whole run takes on this machine.
+
+Example:
+
+>>> estimate = TimeEstimate(remaining_steps=100, batch_size=16, evaluated_sequences=4800)
+>>> estimate.from_step_seconds(0.5)["train_seconds"]
+50.0
+"""
+
+import time
+
+import keras
+
+# Evaluation runs about this many times more sequences per second than
+# training: a forward pass is about a third of a training step's arithmetic
+# (the backward pass is twice the forward). Measured at length 256: 2.7-3.4x on
+# a Zen 3 CPU in float32, 4.5x on a Zen 4 CPU in bf16 (benchmarks/default_run.md).
+EVALUATION_SPEEDUP = 3.0
+
+
+def phase(message):
+    print(f"[kerasbert {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training sequences/s, not counting validation passes; added to the epoch logs.
+
+    A resumed run starts from the totals its backup recorded.
+    """
+
+    def __init__(self, batch_size, seconds=0.0, sequences=0):
+        super().__init__()
+        self.batch_size, self.train_seconds, self.trained_sequences = batch_size, seconds, sequences
+        self.epoch_sequences, self.steps, self.started, self.paused = 0, 0, None, None
+
+    def expect(self, sequences):
+        """The number of sequences the next epoch (`fit` call) trains on."""
+        self.epoch_sequences = sequences
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.paused, self.steps = time.perf_counter(), None, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_test_begin(self, logs=None):
+        self.paused = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = (self.paused or time.perf_counter()) - self.started
+        self.train_seconds += seconds
+        self.trained_sequences += self.epoch_sequences
+        self.started = None
+        if logs is not None:
+            logs["sequences_per_second"] = self.epoch_sequences / seconds
+
+    def totals_so_far(self):
+        """(seconds, sequences) trained so far, the current epoch's part included."""
+        if self.started is None:
+            return self.train_seconds, self.trained_sequences
+        return (self.train_seconds + time.perf_counter() - self.started,
+                self.trained_sequences + min(self.steps * self.batch_size, self.epoch_sequences))
+
+    @property
+    def sequences_per_second(self):
+        return self.trained_sequences / max(self.train_seconds, 1e-9)
+
+
+class EpochProgress(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs out of the whole run (each epoch is its own `fit` call)."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+
+class TimeEstimate(keras.callbacks.Callback):
+    """Once the first training steps are timed, say how long the run will take here.
+
+    Times `measured_steps` steps after `warmup_steps` (the first steps trace
+    the graph), prints a phase line with the fine-tuning, evaluation and total
+    time, and keeps it in `estimate` (metrics.json records it beside the real
+    times). `evaluated_sequences` counts every validation pass and the test
+    set; `run_started` is the `time.perf_counter()` at which the run began.
+    """
+
+    def __init__(self, remaining_steps, batch_size, evaluated_sequences, run_started=None,
+                 warmup_steps=3, measured_steps=10):
+        super().__init__()
+        self.remaining_steps, self.batch_size, self.evaluated_sequences = remaining_steps, batch_size, evaluated_sequences
+        self.run_started = time.perf_counter() if run_started is None else run_started
+        # A short run is estimated from the steps it has (none, if only warm-up steps).
+        self.warmup_steps, self.measured_steps = warmup_steps, max(1, min(measured_steps, remaining_steps - warmup_steps))
+        self.steps, self.started, self.estimate = 0, None, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.steps == self.warmup_steps and self.started is None:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.estimate is None and self.steps == self.warmup_steps + self.measured_steps:
+            step_seconds = (time.perf_counter() - self.started) / self.measured_steps
+            self.estimate = self.from_step_seconds(step_seconds, self.remaining_steps - self.steps)
+            print()  # off the progress bar's line
+            phase(describe_estimate(self.estimate))
+
+    def from_step_seconds(self, step_seconds, steps_left=None):
+        """The estimate, in seconds, if the `steps_left` (default: all) steps take `step_seconds` each."""
+        steps_left = self.remaining_steps if steps_left is None else steps_left
+        train = steps_left * step_seconds
+        evaluation = self.evaluated_sequences * step_seconds / self.batch_size / EVALUATION_SPEEDUP
+        elapsed = time.perf_counter() - self.run_started
+        return {"step_seconds": step_seconds, "remaining_steps": steps_left, "train_seconds": train,
+                "evaluation_seconds": evaluation, "elapsed_seconds": elapsed,
+                "total_seconds": elapsed + train + evaluation}
+
+
+def describe_estimate(estimate):
+    finish = time.strftime("%H:%M", time.localtime(time.time() + estimate["train_seconds"]
+                                                    + estimate["evaluation_seconds"]))
+    return (f"estimated time on this machine: fine-tuning {minutes(estimate['train_seconds'])} more "
+            f"({estimate['remaining_steps']} steps at {estimate['step_seconds']:.2f} s), evaluation "
+            f"{minutes(estimate['evaluation_seconds'])}; whole run about {minutes(estimate['total_seconds'])}, "
+            f"done about {finish}")
+
+
+def minutes(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
