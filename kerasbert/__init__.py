@@ -1,12 +1,48 @@
 """kerasbert: fine-tune a pre-trained BERT into a text classifier with Keras.
 
+The pieces are plain Keras objects for your own `model.fit` script
+(`examples/fit_imdb.py`); `train.py` (`kerasbert train`) is one client of them.
+
+    import kerasbert
+    train, test, class_names = kerasbert.read_tfds("imdb_reviews", data_dir)
+    classifier, preprocessor = kerasbert.build_classifier(kerasbert.resolve_preset(kerasbert.DEFAULT_PRESET),
+                                                          None, 256, class_names=class_names)
+    classifier.compile(optimizer=kerasbert.adamw_with_warmup(5e-5, total_steps), ...)
+    classifier.fit(kerasbert.training_dataset(train, preprocessor, 16, seed=42), epochs=2)
+
+Importing kerasbert registers its Keras classes, so `keras.saving.load_model`
+reads a saved `TextClassifier` back.
+
 The training path, in reading order: `config` (every option), `presets`
 (where the weights come from), `hardware` (what this machine computes fast,
 and the defaults that follow), `data` (sources and `tf.data` pipelines),
-`model` (preprocessor and classifier), `training` (optimizer, schedule,
-callbacks, `fit` under a `tf.distribute` strategy), `progress` (phase lines,
+`model` (preprocessor and classifier), `optimizers`, `training` (callbacks,
+`fit` under a `tf.distribute` strategy, the job), `progress` (phase lines,
 throughput, the time estimate), `evaluation` (test metrics) and `rundir`
-(what a run leaves on disk).
+(what a run leaves on disk); `export`, `tflite` and `parity` ship the model.
 """
 
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise
+# for users; real errors still reach them as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from kerasbert import export  # noqa: E402
+from kerasbert.config import DEFAULT_PRESET  # noqa: E402
+from kerasbert.data import (LabeledTexts, evaluation_dataset, read_acl_imdb, read_table, read_tfds,  # noqa: E402
+                            training_dataset)
+from kerasbert.errors import KerasbertError  # noqa: E402
+from kerasbert.hardware import choose_precision, detect_hardware  # noqa: E402
+from kerasbert.model import ReviewPreprocessor, TextClassifier, build_classifier  # noqa: E402
+from kerasbert.monitoring import MisclassifiedReviews, TrainingTensorBoard  # noqa: E402
+from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay, adamw_with_warmup  # noqa: E402
+from kerasbert.presets import resolve_preset  # noqa: E402
+from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
+
 __version__ = "0.1.0"
+__all__ = ["DEFAULT_PRESET", "GradientNormAdamW", "KerasbertError", "LabeledTexts", "MisclassifiedReviews",
+           "ReviewPreprocessor", "TextClassifier", "Throughput", "TimeEstimate", "TrainingTensorBoard",
+           "WarmupLinearDecay", "adamw_with_warmup", "build_classifier", "choose_precision", "detect_hardware",
+           "evaluation_dataset", "export", "read_acl_imdb", "read_table", "read_tfds", "resolve_preset",
+           "training_dataset"]

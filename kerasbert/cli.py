@@ -3,11 +3,7 @@
 import os
 import sys
 
-# TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise
-# for users; real errors still reach them as Python exceptions.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from kerasbert.errors import KerasbertError  # noqa: E402
+from kerasbert.errors import KerasbertError
 
 USAGE = """usage: kerasbert COMMAND [options]
 

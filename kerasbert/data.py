@@ -288,29 +288,42 @@ def class_names_of(keys, path):
 # --- tf.data pipelines -----------------------------------------------------
 
 
-def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True, epoch=0, skip_batches=0):
-    """One epoch of shuffled, batched, tokenized training batches.
+def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True, first_epoch=0, skip_batches=0):
+    """Shuffled, batched, tokenized training batches, in a new order on every pass.
 
-    The order is a function of (seed, epoch) alone, so a resumed run can skip
-    the `skip_batches` it had already trained on and continue with exactly the
-    batches an uninterrupted run would see. With several workers every worker
-    builds the same order and keeps its share of the batches (DATA sharding).
+    Each pass over the dataset is one epoch (Keras starts one per epoch): the
+    k-th pass yields epoch `first_epoch + k`, whose order is a function of
+    (seed, epoch) alone. So `fit(dataset, epochs=3)` trains on three orders,
+    and a rerun with the same seed on the same three. `skip_batches` leaves
+    out the first batches of every pass: a run killed in the middle of epoch
+    E finishes it on `training_dataset(..., first_epoch=E, skip_batches=done)`
+    and goes on with `first_epoch=E + 1`, seeing exactly the batches an
+    uninterrupted run would. With several workers every worker builds the
+    same order and keeps its share of the batches (DATA sharding).
+
+    Build it outside a `strategy.scope()`: it counts its passes in a variable.
     """
-    epoch_seed = seed * 1_000_003 + epoch
-    dataset = tf.data.Dataset.from_tensor_slices((list(data.texts), data.labels))
-    dataset = dataset.shuffle(len(data), seed=epoch_seed, reshuffle_each_iteration=False)
-    if length_bucketing:
-        window = batch_size * BUCKET_WINDOW_BATCHES
-        dataset = dataset.batch(window).map(sort_by_length).unbatch()
-        dataset = dataset.batch(batch_size).shuffle(BUCKET_WINDOW_BATCHES, seed=epoch_seed,
-                                                    reshuffle_each_iteration=False)
-    else:
-        dataset = dataset.batch(batch_size)
-    batches = -(-len(data) // batch_size)
-    dataset = dataset.skip(skip_batches)  # before tokenizing: skipping costs nothing
-    # Re-batching hides the batch count from tf.data; Keras needs it for its progress bar.
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(max(batches - skip_batches, 0)))
-    return tokenized(dataset, preprocessor, length_bucketing)
+    texts, labels = tf.constant(list(data.texts), dtype=tf.string), tf.constant(data.labels)
+    with tf.device("/cpu:0"):
+        passes_started = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False, name="passes_started")
+
+    def epoch_batches(epoch):
+        epoch_seed = seed * 1_000_003 + epoch
+        dataset = tf.data.Dataset.from_tensor_slices((texts, labels))
+        dataset = dataset.shuffle(len(data), seed=epoch_seed, reshuffle_each_iteration=False)
+        if length_bucketing:
+            window = batch_size * BUCKET_WINDOW_BATCHES
+            dataset = dataset.batch(window).map(sort_by_length).unbatch()
+            dataset = dataset.batch(batch_size).shuffle(BUCKET_WINDOW_BATCHES, seed=epoch_seed,
+                                                        reshuffle_each_iteration=False)
+        else:
+            dataset = dataset.batch(batch_size)
+        return dataset.skip(skip_batches)  # before tokenizing: skipping costs nothing
+
+    dataset = tf.data.Dataset.from_tensors(0).map(lambda _: passes_started.assign_add(1)).flat_map(epoch_batches)
+    # Keras reads the number of batches once, for every epoch: its progress bar and epoch ends need it.
+    batches = max(-(-len(data) // batch_size) - skip_batches, 0)
+    return tokenized(dataset.apply(tf.data.experimental.assert_cardinality(batches)), preprocessor, length_bucketing)
 
 
 def evaluation_dataset(data, preprocessor, batch_size, length_bucketing=True):

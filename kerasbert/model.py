@@ -26,6 +26,7 @@ from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
 
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
+TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
@@ -126,8 +127,51 @@ def truncate(token_ids, budget, head):
     return tf.ragged.boolean_mask(token_ids, token_ids.with_flat_values(keep))
 
 
+@keras.saving.register_keras_serializable(package="kerasbert")
+class TextClassifier(keras_hub.models.BertTextClassifier):
+    """KerasHub's BERT text classifier that knows its class names and computes
+    with fused layers (`kerasbert.fused_layers`).
+
+    Both are part of its config, so `classifier.save(path)` and
+    `keras.saving.load_model(path, safe_mode=True)` give back the same model,
+    fused, with its class names and (when saved with one) its preprocessor.
+
+    Args:
+        backbone: a `keras_hub.models.BertBackbone`.
+        class_names: the name of each class, in the order of the logits;
+            default "0", "1", ... for `num_classes` classes.
+        preprocessor: a `ReviewPreprocessor`, or None when the model is fed
+            token ids (as in training, where `tf.data` tokenizes).
+        fused_layers: compute with `kerasbert.fused_layers` (same weights).
+
+    Example:
+
+    >>> backbone = keras_hub.models.BertBackbone(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
+    ...                                          intermediate_dim=16, max_sequence_length=16)
+    >>> classifier = TextClassifier(backbone, class_names=["neg", "pos"])
+    >>> classifier.class_names, uses_fused_layers(classifier)
+    (('neg', 'pos'), True)
+    """
+
+    def __init__(self, backbone, num_classes=None, preprocessor=None, class_names=None, fused_layers=True, **kwargs):
+        if class_names is None:
+            if num_classes is None:
+                raise ValueError("give class_names or num_classes")
+            class_names = [str(index) for index in range(num_classes)]
+        elif num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"num_classes {num_classes} does not match {len(class_names)} class names")
+        super().__init__(backbone, len(class_names), preprocessor=preprocessor, **kwargs)
+        self.class_names = tuple(str(name) for name in class_names)  # a tuple: Keras does not track it
+        self.fused_layers = fused_layers
+        if fused_layers:
+            use_fused_layers(self)
+
+    def get_config(self):
+        return {**super().get_config(), "class_names": list(self.class_names), "fused_layers": self.fused_layers}
+
+
 def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
-                     mixed_precision="auto", backbone_dropout=-1.0, fused_layers=True):
+                     mixed_precision="auto", backbone_dropout=-1.0, fused_layers=True, class_names=None):
     """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
 
     The classifier's own `preprocessor` is None during training: the
@@ -145,16 +189,13 @@ def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail"
             preset, sequence_length=max_seq_length, truncation=truncation
         )
         backbone = keras_hub.models.BertBackbone.from_preset(preset, dtype=dtype, **backbone_options)
-        classifier = keras_hub.models.BertClassifier.from_preset(
-            preset, backbone=backbone, num_classes=num_classes, preprocessor=None, dropout=dropout, dtype=dtype
-        )
     except (OSError, ValueError, KeyError) as error:
         raise KerasbertError(f"cannot load preset {preset}: {first_line(error)}") from None
-    max_positions = classifier.backbone.max_sequence_length
-    if max_seq_length > max_positions:
-        raise KerasbertError(f"--max-seq-length {max_seq_length} exceeds the model's {max_positions} positions")
-    if fused_layers:
-        use_fused_layers(classifier)
+    if max_seq_length > backbone.max_sequence_length:
+        raise KerasbertError(f"--max-seq-length {max_seq_length} exceeds the model's "
+                             f"{backbone.max_sequence_length} positions")
+    classifier = TextClassifier(backbone, num_classes, class_names=class_names, dropout=dropout,
+                                fused_layers=fused_layers, dtype=dtype)
     return classifier, preprocessor
 
 
@@ -174,14 +215,29 @@ def inference_copy(classifier, dtype=None, fused_layers=None):
     config = keras.saving.serialize_keras_object(classifier)
     config["config"]["preprocessor"] = None
     config.pop("compile_config", None)
+    fused = uses_fused_layers(classifier) if fused_layers is None else fused_layers
+    if "fused_layers" in config["config"]:  # a TextClassifier fuses itself
+        config["config"]["fused_layers"] = fused
     if dtype:
         config = with_compute_dtype(config, dtype)
     copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(classifier.get_weights())
     copy.preprocessor = classifier.preprocessor
-    if uses_fused_layers(classifier) if fused_layers is None else fused_layers:
+    if fused and not uses_fused_layers(copy):
         use_fused_layers(copy)
     return copy
+
+
+def token_model(classifier):
+    """A float32 copy of the classifier without its preprocessor: token-id tensors in, logits out."""
+    model = inference_copy(classifier, dtype="float32")
+    model.preprocessor = None
+    return model
+
+
+def token_probabilities(model, token_ids, segment_ids, padding_mask):
+    features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+    return tf.nn.softmax(tf.cast(model(features, training=False), tf.float32))
 
 
 def with_compute_dtype(config, dtype):
@@ -196,19 +252,18 @@ def with_compute_dtype(config, dtype):
 
 
 def save_classifier(classifier, path):
-    """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model.
-
-    Saved with Keras' own layer classes (the file's weight paths follow class
-    names), so any Keras can load it; `load_classifier` fuses again.
-    """
+    """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model."""
     temporary = path + ".partial.keras"
-    inference_copy(classifier, fused_layers=False).save(temporary)
+    inference_copy(classifier).save(temporary)
     os.replace(temporary, path)
 
 
-def load_classifier(path, fused_layers=True):
-    """Load a `.keras` classifier saved by kerasbert (safe mode: no lambdas or pickles),
-    with fused layers unless `fused_layers` is False (the file does not record them)."""
+def load_classifier(path):
+    """Load a `.keras` classifier (safe mode: no lambdas or pickles), fused.
+
+    Models saved before `TextClassifier` existed (KerasHub's BertTextClassifier)
+    are fused after loading.
+    """
     if not os.path.isfile(path):
         raise KerasbertError(f"model file {path} does not exist")
     try:
@@ -219,7 +274,7 @@ def load_classifier(path, fused_layers=True):
             classifier = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
-    if fused_layers:
+    if not isinstance(classifier, TextClassifier):
         use_fused_layers(classifier)
     return classifier
 

@@ -21,6 +21,8 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
+from kerasbert.optimizers import GradientNormAdamW
+
 MISCLASSIFIED_SAMPLE = 256  # validation reviews scored at each epoch end for the text summary
 MISCLASSIFIED_SHOWN = 8
 REVIEW_CHARACTERS = 400
@@ -42,6 +44,10 @@ class TrainingTensorBoard(keras.callbacks.TensorBoard):
         # Count steps from the optimizer: a resumed run, or the next epoch's `fit`, continues the curve.
         self._global_train_batch = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         self.interval_started, self.interval_steps = time.perf_counter(), 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self.interval_started, self.interval_steps = time.perf_counter(), 0  # not the validation pass before
 
     def on_train_batch_end(self, batch, logs=None):
         self.interval_steps += 1
@@ -67,27 +73,6 @@ class TrainingTensorBoard(keras.callbacks.TensorBoard):
         # dropped whenever the epoch's last step was not a multiple of update_freq.
         with tf.summary.record_if(True):
             super().on_epoch_end(epoch, logs)
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class GradientNormAdamW(keras.optimizers.AdamW):
-    """AdamW that keeps the global norm of the last gradients it applied (before clipping).
-
-    Under a loss-scaling wrapper it sees the unscaled gradients; under a
-    multi-replica strategy, the first replica's gradients (Keras clips per replica too).
-    """
-
-    def build(self, variables):
-        super().build(variables)
-        self.gradient_norm = self.add_variable((), dtype="float32", aggregation="only_first_replica",
-                                               name="gradient_norm")
-
-    def apply(self, grads, trainable_variables=None):
-        squares = [keras.ops.sum(keras.ops.square(keras.ops.cast(g, "float32"))) for g in grads if g is not None]
-        result = super().apply(grads, trainable_variables)  # builds the optimizer on first use
-        if squares:
-            self.gradient_norm.assign(keras.ops.sqrt(keras.ops.sum(keras.ops.stack(squares))))
-        return result
 
 
 class MisclassifiedReviews(keras.callbacks.Callback):

@@ -13,7 +13,6 @@ import io
 import json
 import os
 
-
 from kerasbert import rundir
 from kerasbert.errors import KerasbertError
 
@@ -38,13 +37,16 @@ class KerasPredictor(Predictor):
         from kerasbert.model import load_classifier
 
         self.classifier = load_classifier(path)
+        self.class_names = list(getattr(self.classifier, "class_names", None) or self.class_names_beside(path))
+
+    def class_names_beside(self, path):
+        """Class names of a model saved before they were part of it: from its run's metrics.json."""
         metrics = os.path.join(os.path.dirname(os.path.abspath(path)), rundir.METRICS_FILE)
         count = self.classifier.get_config()["num_classes"]
-        self.class_names = (rundir.read_json(metrics)["class_names"] if os.path.isfile(metrics)
-                            else [str(k) for k in range(count)])
+        return rundir.read_json(metrics)["class_names"] if os.path.isfile(metrics) else [str(k) for k in range(count)]
 
     def predict_probabilities(self, texts):
-        from kerasbert.export import keras_probabilities
+        from kerasbert.parity import keras_probabilities
 
         return keras_probabilities(self.classifier, texts)
 
@@ -68,7 +70,7 @@ class SavedModelPredictor(Predictor):
 
 class TFLitePredictor(Predictor):
     def __init__(self, path):
-        from kerasbert.export import TFLiteClassifier
+        from kerasbert.tflite import TFLiteClassifier
 
         try:
             self.model = TFLiteClassifier(path)

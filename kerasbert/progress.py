@@ -1,5 +1,5 @@
-"""Progress a run shows while it works: phase lines, the progress bar, training
-throughput, and an estimate of how long the whole run takes on this machine.
+"""Progress a run shows while it works: phase lines, training throughput, and
+an estimate of how long the whole run takes on this machine.
 
 Example:
 
@@ -26,20 +26,21 @@ def phase(message):
 class Throughput(keras.callbacks.Callback):
     """Training sequences/s, not counting validation passes; added to the epoch logs.
 
-    A resumed run starts from the totals its backup recorded.
+    A resumed run starts from the totals its backup recorded, and from the
+    batches of its first epoch that were already trained (`skipped_batches`).
     """
 
-    def __init__(self, batch_size, seconds=0.0, sequences=0):
+    def __init__(self, batch_size, sequences_per_epoch, seconds=0.0, sequences=0, skipped_batches=0):
         super().__init__()
-        self.batch_size, self.train_seconds, self.trained_sequences = batch_size, seconds, sequences
+        self.batch_size, self.sequences_per_epoch = batch_size, sequences_per_epoch
+        self.train_seconds, self.trained_sequences = seconds, sequences
+        self.skipped_batches = skipped_batches
         self.epoch_sequences, self.steps, self.started, self.paused = 0, 0, None, None
-
-    def expect(self, sequences):
-        """The number of sequences the next epoch (`fit` call) trains on."""
-        self.epoch_sequences = sequences
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.paused, self.steps = time.perf_counter(), None, 0
+        skipped = min(self.skipped_batches * self.batch_size, self.sequences_per_epoch)
+        self.epoch_sequences, self.skipped_batches = self.sequences_per_epoch - skipped, 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
@@ -49,11 +50,12 @@ class Throughput(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = (self.paused or time.perf_counter()) - self.started
+        sequences = min(self.steps * self.batch_size, self.epoch_sequences)
         self.train_seconds += seconds
-        self.trained_sequences += self.epoch_sequences
+        self.trained_sequences += sequences
         self.started = None
         if logs is not None:
-            logs["sequences_per_second"] = self.epoch_sequences / seconds
+            logs["sequences_per_second"] = sequences / seconds
 
     def totals_so_far(self):
         """(seconds, sequences) trained so far, the current epoch's part included."""
@@ -65,18 +67,6 @@ class Throughput(keras.callbacks.Callback):
     @property
     def sequences_per_second(self):
         return self.trained_sequences / max(self.train_seconds, 1e-9)
-
-
-class EpochProgress(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, numbering epochs out of the whole run (each epoch is its own `fit` call)."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.total_epochs = epochs
-
-    def set_params(self, params):
-        super().set_params(params)
-        self.epochs = self.total_epochs
 
 
 class TimeEstimate(keras.callbacks.Callback):

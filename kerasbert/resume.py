@@ -106,19 +106,41 @@ class Backup:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class BackupEverySteps(keras.callbacks.Callback):
-    """Save the backup every `every` optimizer steps (0: only at epoch ends, done by the training loop)."""
+class TrainingBackup(keras.callbacks.Callback):
+    """Keeps `state` up to date and saves the backup every `every` optimizer steps
+    (0: epoch ends only) and at every epoch end; stops training once the
+    monitored metric has not improved for `patience` epochs (0: never).
 
-    def __init__(self, backup, state, throughput, every):
+    An epoch cut short by another callback (TerminateOnNaN) is not recorded
+    as finished: `diverged` is set instead.
+    """
+
+    def __init__(self, backup, state, throughput, every, monitor, patience=0):
         super().__init__()
         self.backup, self.state, self.throughput, self.every = backup, state, throughput, every
-        self.steps_before_this_fit = 0
+        self.monitor, self.patience = monitor, patience
+        self.steps_before_this_epoch, self.diverged, self.stopped_early = 0, False, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps_before_this_epoch = self.state.step_in_epoch  # non-zero in a resumed epoch
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         if not self.every or step % self.every:
             return
-        self.state.step_in_epoch = self.steps_before_this_fit + batch + 1
+        self.state.step_in_epoch = self.steps_before_this_epoch + batch + 1
+        self.save(step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.stop_training:
+            self.diverged = True
+            return
+        self.state.finish_epoch(dict(logs or {}), self.monitor)
+        self.save(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
+        if self.patience and self.state.epochs_since_best >= self.patience:
+            self.model.stop_training = self.stopped_early = True
+
+    def save(self, step):
         self.state.global_step = step
         self.state.train_seconds, self.state.trained_sequences = self.throughput.totals_so_far()
         self.backup.save(self.model, self.state)

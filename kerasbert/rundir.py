@@ -86,6 +86,34 @@ def point_latest_at(run_dir):
     os.replace(temporary, os.path.join(parent, "latest"))
 
 
+def next_version(model_root):
+    versions = [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
+    return max(versions, default=0) + 1
+
+
+def staging_directory(root, version, overwrite):
+    """A fresh temporary folder beside `<root>/<version>`, which must not exist unless `overwrite`."""
+    final = os.path.join(root, str(version))
+    if os.path.exists(final) and not overwrite:
+        raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
+    os.makedirs(root, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".partial-{version}-", dir=root), final
+
+
+def publish_directory(staged, final, overwrite):
+    """Rename a fully written directory into place; an old one is removed only after."""
+    make_readable(staged)
+    if os.path.exists(final):
+        if not overwrite:
+            raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
+        retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
+        os.replace(final, os.path.join(retired, "old"))
+        os.replace(staged, final)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staged, final)
+
+
 def write_text_atomically(path, text):
     """Write to a temporary file beside `path`, then rename it into place."""
     directory = os.path.dirname(path) or "."

@@ -1,5 +1,5 @@
-"""Fine-tuning: optimizer, learning-rate schedule, callbacks, and the whole
-train-evaluate-save job that `train.py` runs.
+"""Fine-tuning: the callbacks of a run, `fit` under a `tf.distribute` strategy
+with backups, and the whole train-evaluate-save job that `train.py` runs.
 
 Example (two minutes on a 2-core CPU):
 
@@ -19,58 +19,34 @@ import time
 import keras
 import tensorflow as tf
 
-from kerasbert import data, distribution, evaluation, monitoring, plots, report, resume, rundir
+from kerasbert import (
+    data,
+    distribution,
+    evaluation,
+    monitoring,
+    plots,
+    report,
+    resume,
+    rundir,
+)
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.model import attach_preprocessor, build_classifier, inference_copy, save_classifier
+from kerasbert.model import (
+    attach_preprocessor,
+    build_classifier,
+    inference_copy,
+    save_classifier,
+)
+from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import resolve_preset
-from kerasbert.progress import EpochProgress, Throughput, TimeEstimate, minutes, phase
-
-# Variables that get no weight decay: LayerNorm scales/offsets and biases.
-NO_DECAY_PATTERN = ["bias", "gamma", "beta"]
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`.
-
-    >>> schedule = WarmupLinearDecay(peak=1e-4, warmup_steps=10, total_steps=110)
-    >>> [round(float(schedule(step)), 7) for step in (0, 5, 10, 60, 110)]
-    [0.0, 5e-05, 0.0001, 5e-05, 0.0]
-    """
-
-    def __init__(self, peak, warmup_steps, total_steps):
-        self.peak = peak
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warmup = step / max(self.warmup_steps, 1)
-        decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
-        return self.peak * tf.clip_by_value(tf.minimum(warmup, decay), 0.0, 1.0)
-
-    def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
-
-
-def make_optimizer(config, total_steps, loss_scaling=False):
-    schedule = WarmupLinearDecay(config.learning_rate, int(config.warmup_ratio * total_steps), total_steps)
-    optimizer = monitoring.GradientNormAdamW(
-        learning_rate=schedule,
-        weight_decay=config.weight_decay,
-        global_clipnorm=config.clip_norm or None,
-    )
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY_PATTERN)
-    if loss_scaling:
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
+from kerasbert.progress import Throughput, TimeEstimate, minutes, phase
 
 
 def compile_classifier(classifier, config, total_steps):
     """AdamW with warm-up, loss scaling when the classifier computes in float16."""
     classifier.compile(
-        optimizer=make_optimizer(config, total_steps, classifier.dtype_policy.name == "mixed_float16"),
+        optimizer=adamw_with_warmup(config.learning_rate, total_steps, config.warmup_ratio, config.weight_decay,
+                                    config.clip_norm, loss_scaling=classifier.dtype_policy.name == "mixed_float16"),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=config.jit_compile,
@@ -91,7 +67,6 @@ def make_callbacks(config, run_dir, splits, preprocessor, throughput, state):
         best_checkpoint.best = state.best
     callbacks = [
         throughput,
-        EpochProgress(config.epochs),
         keras.callbacks.TerminateOnNaN(),
         best_checkpoint,
         monitoring.TrainingTensorBoard(log_dir, config.batch_size, config.log_every_steps, config.profile_range()),
@@ -116,8 +91,8 @@ class FineTuned:
 
 
 def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=None, run_started=None):
-    """Build the classifier under the strategy, fit it epoch by epoch with backups,
-    and restore its best-validation weights.
+    """Build the classifier under the strategy, fit it (one `fit` for all epochs) with
+    backups, and restore its best-validation weights.
 
     If `run_dir` holds a backup, training resumes from it: same epoch and
     step, same optimizer state. `preset_path` is what `resolve_preset(config.preset)` returned;
@@ -130,7 +105,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
     with strategy.scope():
         classifier, preprocessor = build_classifier(
             preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
-            precision.name, config.backbone_dropout, config.fused_layers,
+            precision.name, config.backbone_dropout, config.fused_layers, splits.class_names,
         )
         compile_classifier(classifier, config, config.epochs * steps_per_epoch)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
@@ -150,30 +125,33 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
     if len(splits.validation):
         validation_data = data.evaluation_dataset(splits.validation.sorted_by_length(), preprocessor,
                                                   config.eval_batch_size, config.length_bucketing)
-    throughput = Throughput(config.batch_size, state.train_seconds, state.trained_sequences)
-    save_every_steps = resume.BackupEverySteps(backup, state, throughput, config.backup_every_steps)
+    throughput = Throughput(config.batch_size, len(splits.train), state.train_seconds, state.trained_sequences,
+                            skipped_batches=state.step_in_epoch)
+    training_backup = resume.TrainingBackup(backup, state, throughput, config.backup_every_steps,
+                                            monitored_metric(splits), config.early_stopping_patience)
     remaining_steps = config.epochs * steps_per_epoch - state.global_step
     evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
     time_estimate = TimeEstimate(remaining_steps, config.batch_size, evaluated, run_started)
-    callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [save_every_steps,
-                                                                                            time_estimate]
+    # The backup callback last: it records the epoch's logs once every other callback has added to them.
+    callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [time_estimate,
+                                                                                            training_backup]
     phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
-    while state.epoch < config.epochs and not stops_early(config, state):
-        skip = state.step_in_epoch
+
+    def fit_until(epochs, skip_batches=0):
+        if state.epoch >= epochs or stops_early(config, state):
+            return
         train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
-                                           config.length_bucketing, epoch=state.epoch, skip_batches=skip)
-        save_every_steps.steps_before_this_fit = skip
-        throughput.expect(len(splits.train) - min(skip * config.batch_size, len(splits.train)))
-        history = classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch,
-                                 epochs=state.epoch + 1, shuffle=False, callbacks=callbacks)
-        if classifier.stop_training or not history.epoch:
+                                           config.length_bucketing, state.epoch, skip_batches)
+        classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch, epochs=epochs,
+                       shuffle=False, callbacks=callbacks)  # the dataset shuffles, each epoch anew
+        if training_backup.diverged:
             raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
                                  "(try a lower --learning-rate, or --mixed-precision off)")
-        state.finish_epoch({name: values[-1] for name, values in history.history.items()}, monitored_metric(splits))
-        state.global_step = int(classifier.optimizer.iterations.numpy())
-        state.train_seconds, state.trained_sequences = throughput.totals_so_far()
-        backup.save(classifier, state)
+
+    if state.step_in_epoch:  # killed mid-epoch: finish that epoch with a fit of its own
+        fit_until(state.epoch + 1, state.step_in_epoch)
+    fit_until(config.epochs)  # then one fit for all the epochs left
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     best_weights = os.path.join(run_dir, rundir.BEST_WEIGHTS)

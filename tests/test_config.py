@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -16,11 +17,12 @@ def test_help_lists_every_option_with_its_default():
     assert "(default: 256)" in text and "(default: all_minilm_l6_v2_offline)" in text
 
 
-def test_train_py_help_runs_without_tensorflow_noise():
-    result = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0
+def test_train_py_help_lists_the_options_and_starts_nothing(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "--max-seq-length" in result.stdout and "--quick" in result.stdout
-    assert "oneDNN" not in result.stderr, "--help should not import TensorFlow"
+    assert not os.listdir(tmp_path), "--help must not create a run directory"
 
 
 def test_quick_profile_fills_only_options_not_given():

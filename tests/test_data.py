@@ -176,17 +176,20 @@ def test_pipeline_feeds_int32_batches_trimmed_to_the_longest_review(preset_path,
         assert longest <= width < longest + data.PAD_TO_MULTIPLE_OF
 
 
-def test_batch_order_is_a_function_of_seed_and_epoch_and_can_skip(preset_path, tfds_splits):
+def test_each_pass_is_the_next_epoch_in_an_order_fixed_by_seed_and_epoch(preset_path, tfds_splits):
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=64)
 
-    def label_batches(**options):
-        dataset = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1, **options)
-        return [labels.numpy().tolist() for _, labels in dataset]
+    def passes(count, seed=1, **options):
+        dataset = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=seed, **options)
+        return [[labels.numpy().tolist() for _, labels in dataset] for _ in range(count)]
 
-    first_epoch = label_batches(epoch=0)
-    assert first_epoch == label_batches(epoch=0), "same seed and epoch, same order (e.g. after a restart)"
-    assert first_epoch != label_batches(epoch=1), "each epoch has its own order"
-    assert label_batches(epoch=0, skip_batches=3) == first_epoch[3:]
+    epochs = passes(3)
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2], "fit(epochs=N) sees a new order every epoch"
+    assert sorted(sum(epochs[0], [])) == sorted(sum(epochs[2], [])), "every epoch holds every example once"
+    assert passes(3) == epochs, "same seed, same orders: a rerun is reproducible"
+    assert passes(1, seed=2) != epochs[:1]
+    assert passes(2, first_epoch=1) == epochs[1:], "epoch k's order does not depend on the passes before it"
+    assert passes(2, first_epoch=1, skip_batches=3) == [epochs[1][3:], epochs[2][3:]], "the rest of epochs 1, 2"
     skipped = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1, skip_batches=3)
     assert skipped.cardinality().numpy() == 4
 

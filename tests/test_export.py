@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from kerasbert import cli, export
+from kerasbert import cli, export, parity, tflite
 from kerasbert.predict import load_predictor
 from kerasbert.training import train_and_evaluate
 from tests.conftest import tiny_config
@@ -63,15 +63,15 @@ def test_saved_model_serves_raw_text_in_a_process_without_keras(run_dir, exporte
 def test_versions_and_parity_files(exported):
     model_root = os.path.join(exported, "kerasbert")
     assert sorted(os.listdir(model_root)) == ["1", "tflite"]
-    parity = json.loads(open(os.path.join(model_root, "1", "parity.json")).read())
-    assert parity["examples"] == 24 and parity["argmax_agreement"] >= 0.999
-    assert parity["max_abs_probability_difference"] < 1e-3
-    tflite = os.path.join(model_root, "tflite", "1")
+    saved = json.loads(open(os.path.join(model_root, "1", "parity.json")).read())
+    assert saved["examples"] == 24 and saved["argmax_agreement"] >= 0.999
+    assert saved["max_abs_probability_difference"] < 1e-3
+    folder = os.path.join(model_root, "tflite", "1")
     for variant in ("float32", "float16", "dynamic-int8"):
-        report = json.loads(open(os.path.join(tflite, f"parity-{variant}.json")).read())
-        assert report["argmax_agreement"] >= export.AGREEMENT_BARS[variant]
-    int8 = os.path.getsize(os.path.join(tflite, "dynamic-int8.tflite"))
-    assert int8 < os.path.getsize(os.path.join(tflite, "float32.tflite")) / 3
+        report = json.loads(open(os.path.join(folder, f"parity-{variant}.json")).read())
+        assert report["argmax_agreement"] >= parity.AGREEMENT_BARS[variant]
+    int8 = os.path.getsize(os.path.join(folder, "dynamic-int8.tflite"))
+    assert int8 < os.path.getsize(os.path.join(folder, "float32.tflite")) / 3
     assert oct(os.stat(os.path.join(model_root, "1")).st_mode & 0o777) == "0o755"
 
 
@@ -207,8 +207,8 @@ def test_tflite_tokenizer_matches_the_kerashub_preprocessor_on_real_reviews(pres
                                            max_test_examples=300)).test.texts.tolist()
     accented = ["Amélie and Zoë were naïve; Björk's Selma in Dancer in the Dark is a tour de force.",
                 "CRÈME BRÛLÉE, Señor Almodóvar: déjà vu."]
-    assert export.tokenizer_mismatches(preprocessor, accented) == []
-    mismatched = export.tokenizer_mismatches(preprocessor, reviews)
+    assert tflite.tokenizer_mismatches(preprocessor, accented) == []
+    mismatched = tflite.tokenizer_mismatches(preprocessor, reviews)
     assert len(mismatched) <= 3, [reviews[i][:200] for i in mismatched]
     assert all(any(ord(ch) > 127 for ch in reviews[i]) for i in mismatched)
 
@@ -218,5 +218,25 @@ def test_known_residue_no_break_space_still_differs(preset_path):
     from kerasbert.model import ReviewPreprocessor
 
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=32)
-    assert export.tokenizer_mismatches(preprocessor, ["it seemed to\u00a0suffer from both"]) == [0]
-    assert export.tokenizer_mismatches(preprocessor, ["it seemed to suffer from both"]) == []
+    assert tflite.tokenizer_mismatches(preprocessor, ["it seemed to\u00a0suffer from both"]) == [0]
+    assert tflite.tokenizer_mismatches(preprocessor, ["it seemed to suffer from both"]) == []
+
+
+def test_a_fitted_classifier_exports_without_a_run_directory(run_dir, tmp_path):
+    from kerasbert.model import load_classifier
+
+    classifier = load_classifier(os.path.join(run_dir, "model.keras"))
+    path = export.saved_model(classifier, str(tmp_path / "imdb"))
+    assert path == str(tmp_path / "imdb" / "1")
+    served = load_predictor(path)
+    assert served.class_names == ["neg", "pos"]
+    np.testing.assert_allclose(served.predict_probabilities(REVIEWS), keras_probabilities(run_dir, REVIEWS), atol=1e-4)
+    assert export.saved_model(classifier, str(tmp_path / "imdb")) == str(tmp_path / "imdb" / "2")
+    folder = export.tflite(classifier, str(tmp_path / "tflite"), ["float32"])
+    assert sorted(os.listdir(folder))[:2] == ["float32-text.tflite", "float32.tflite"]
+    assert load_predictor(os.path.join(folder, "float32-text.tflite")).class_names == ["neg", "pos"]
+    with pytest.raises(ValueError, match="TFLite variants must be some of"):
+        export.tflite(classifier, str(tmp_path / "tflite"), ["int4"])
+    classifier.preprocessor = None
+    with pytest.raises(ValueError, match="has no preprocessor"):
+        export.saved_model(classifier, str(tmp_path / "imdb"))

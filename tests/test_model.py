@@ -1,4 +1,9 @@
+import json
+import subprocess
+import sys
+
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,8 +12,9 @@ from kerasbert import model
 from kerasbert.config import TrainConfig
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import Gpu, Hardware
-from kerasbert.model import (ReviewPreprocessor, attach_preprocessor, build_classifier, load_classifier,
-                             save_classifier)
+from kerasbert.fused_layers import uses_fused_layers
+from kerasbert.model import (ReviewPreprocessor, TextClassifier, attach_preprocessor, build_classifier,
+                             load_classifier, save_classifier)
 from kerasbert.training import compile_classifier
 from tests.conftest import assert_same_predictions
 
@@ -107,3 +113,44 @@ def test_auto_precision_builds_and_compiles_for_the_hardware(preset_path, monkey
     assert classifier.backbone.dtype_policy.name == policy
     compile_classifier(classifier, TrainConfig(), total_steps=10)
     assert isinstance(classifier.optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaling
+
+
+RELOAD_SCRIPT = """
+import json, sys
+import keras, keras_hub, kerasbert.model
+from kerasbert.fused_layers import uses_fused_layers
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+print(json.dumps({"class": type(model).__name__, "class_names": list(model.class_names),
+                  "fused": uses_fused_layers(model), "probabilities":
+                  keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(json.loads(sys.argv[2]), verbose=0))).tolist()}))
+"""
+
+
+def test_plain_keras_save_and_load_keep_class_names_fusion_and_predictions(preset_path, tmp_path):
+    classifier, preprocessor = build_classifier(preset_path, None, 32, mixed_precision="off",
+                                                class_names=["bad", "good", "meh"])
+    attach_preprocessor(classifier, preprocessor)
+    path = str(tmp_path / "plain.keras")
+    classifier.save(path)  # Keras' own save, no kerasbert helper
+    texts = ["An outstanding, moving film.", "Two hours I will never get back.", "It was fine."]
+    result = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, path, json.dumps(texts)],
+                            capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reloaded["class"] == "TextClassifier" and reloaded["fused"]
+    assert reloaded["class_names"] == ["bad", "good", "meh"]
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(classifier.predict(texts, verbose=0)))
+    assert np.abs(np.array(reloaded["probabilities"]) - expected).max() <= 1e-6
+
+
+def test_text_classifier_config_round_trips_on_a_tiny_backbone():
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=40, num_layers=1, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=16)
+    classifier = TextClassifier(backbone, class_names=["neg", "pos"], fused_layers=False)
+    config = classifier.get_config()
+    assert config["class_names"] == ["neg", "pos"] and config["fused_layers"] is False
+    copy = TextClassifier.from_config(json.loads(json.dumps(keras.saving.serialize_keras_object(classifier)))["config"])
+    assert copy.class_names == ("neg", "pos") and not uses_fused_layers(copy)
+    assert TextClassifier(backbone, num_classes=3).class_names == ("0", "1", "2")
+    with pytest.raises(ValueError, match="does not match"):
+        TextClassifier(backbone, num_classes=3, class_names=["a", "b"])

@@ -1,18 +1,20 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
 from kerasbert import cli, data, rundir
-from kerasbert.monitoring import GradientNormAdamW
 from kerasbert.config import TrainConfig
 from kerasbert.model import load_classifier
 from kerasbert.report import read_scalars
-from kerasbert.training import WarmupLinearDecay, fine_tune, train_and_evaluate
-from tests.conftest import tiny_config
+from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay
+from kerasbert.training import fine_tune, train_and_evaluate
+from tests.conftest import ROOT, TFDS_DIR, tiny_config
 
 
 def test_warmup_then_linear_decay():
@@ -112,3 +114,13 @@ def test_overwrite_replaces_an_earlier_run(tmp_path):
     metrics = train_and_evaluate(dataclasses.replace(config, overwrite=True))
     assert not os.path.exists(os.path.join(config.output_dir, "stale.txt"))
     assert metrics["examples"]["test"] == 8
+
+
+def test_the_readme_smoke_job_finishes(tmp_path):
+    # `make quick`: 18 optimizer steps, fewer than --log-every-steps 20; the report once failed on that.
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--quick", "--output-dir",
+                             str(tmp_path / "quick"), "--data-dir", str(TFDS_DIR)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "estimated time on this machine" in result.stdout and "compute precision" in result.stdout
+    assert (tmp_path / "quick" / "report.md").is_file() and (tmp_path / "quick" / "training_curves.png").is_file()
+    assert not (tmp_path / "quick" / "backup").exists()

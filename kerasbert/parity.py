@@ -1,0 +1,75 @@
+"""Is an exported artifact the model it came from? The Keras model's float32
+probabilities on real reviews (`parity_examples`: a run's own test reviews),
+compared with each artifact's (`ParityCheck.check`), against the bars of
+`AGREEMENT_BARS`; the report goes to a `parity*.json` beside the artifact.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from kerasbert import data, rundir
+from kerasbert.config import TrainConfig
+from kerasbert.data import pipeline_options
+from kerasbert.errors import KerasbertError
+from kerasbert.model import inference_copy
+
+# Parity bars: fraction of reviews whose predicted class agrees with Keras float32.
+AGREEMENT_BARS = {"saved_model": 0.999, "float32": 0.999, "float16": 0.995, "dynamic-int8": 0.99}
+MAX_ACCURACY_DROP = 0.005  # dynamic-int8
+
+
+def keras_probabilities(classifier, texts):
+    reviews = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(64)
+    logits = classifier.predict(reviews.with_options(pipeline_options()), verbose=0)
+    return tf.nn.softmax(np.asarray(logits, dtype=np.float32)).numpy()
+
+
+class ParityCheck:
+    """The Keras model's float32 probabilities on some reviews, to compare artifacts with.
+
+    The reference is the trained model computed in float32 (its variables
+    are float32 whatever the training policy), since every artifact is a
+    float32 conversion of it; quantized artifacts are judged against it too.
+    """
+
+    def __init__(self, classifier, texts, labels=None):
+        self.texts, self.labels = texts, labels
+        self.reference = keras_probabilities(inference_copy(classifier, dtype="float32"), texts)
+
+    def check(self, predict, artifact, report_path, where, batch_size=64, **extra):
+        """Run `predict` (list of texts -> probabilities), write the report, raise if a bar is missed."""
+        candidate = np.concatenate([predict(list(self.texts[i:i + batch_size]))
+                                    for i in range(0, len(self.texts), batch_size)])
+        report = parity_report(self.reference, candidate, self.labels, artifact)
+        rundir.write_json(report_path, {**report, **extra})
+        check_parity(report, where)
+        return report
+
+
+def parity_report(reference, candidate, labels, artifact):
+    agreement = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    report = {"artifact": artifact, "examples": int(len(reference)),
+              "max_abs_probability_difference": float(np.max(np.abs(reference - candidate))),
+              "argmax_agreement": agreement, "agreement_bar": AGREEMENT_BARS[artifact]}
+    if labels is not None:
+        report["keras_accuracy"] = float(np.mean(reference.argmax(1) == labels))
+        report["artifact_accuracy"] = float(np.mean(candidate.argmax(1) == labels))
+    return report
+
+
+def check_parity(report, where):
+    if report["argmax_agreement"] < report["agreement_bar"]:
+        raise KerasbertError(f"{where}: {report['artifact']} agrees with the Keras model on "
+                             f"{report['argmax_agreement']:.2%} of reviews, below the {report['agreement_bar']:.1%} bar")
+    drop = report.get("keras_accuracy", 0) - report.get("artifact_accuracy", 0)
+    if report["artifact"] == "dynamic-int8" and drop > MAX_ACCURACY_DROP:
+        raise KerasbertError(f"{where}: dynamic-int8 loses {drop:.2%} accuracy, over the {MAX_ACCURACY_DROP:.1%} bar")
+
+
+def parity_examples(run_dir, count, seed=0):
+    """`count` seeded test reviews (texts, labels) of the run's own test data."""
+    config = TrainConfig.from_dict(rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
+    test = data.load_splits(config).test.sample(count, seed)
+    return test.texts.astype(str), test.labels
