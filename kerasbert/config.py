@@ -6,14 +6,14 @@ resolved config as `config.json`, so a run can be reproduced from it.
 
 Example:
 
->>> config = TrainConfig(max_seq_length=128, epochs=2)
->>> config.validate()
+>>> config = TrainConfig(max_seq_length=128, epochs=2)  # checked on construction
 >>> TrainConfig.from_dict(config.to_dict()) == config
 True
 """
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 
@@ -158,6 +158,11 @@ class TrainConfig:
     )
 
     QUICK_PROFILE = {"max_train_examples": 320, "max_test_examples": 200, "max_seq_length": 64}
+    # Options of the attempt, not of the run: a replayed config leaves them out.
+    RESTART_OPTIONS = ("resume", "overwrite", "output_dir")
+
+    def __post_init__(self):
+        self.validate()
 
     def validate(self):
         """Raise `KerasbertError` naming the first invalid value."""
@@ -244,6 +249,9 @@ class ExportConfig:
         if unknown:
             raise KerasbertError(f"unknown TFLite format {unknown[0]!r} (choose from {', '.join(TFLITE_FORMATS)})")
 
+    def __post_init__(self):
+        self.validate()
+
     def tflite_formats(self):
         return [name.strip() for name in self.tflite.split(",") if name.strip()]
 
@@ -258,7 +266,8 @@ def flag(name):
 
 def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DESCRIPTION):
     """An argparse parser with one option per field of the dataclass `cls`."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
+    # No abbreviations: `--max-seq 48` must not quietly mean --max-seq-length.
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name, field in fields(cls).items():
         kwargs = {"help": field.metadata["help"], "default": field.default, "dest": name}
@@ -280,26 +289,42 @@ def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DE
 def config_from_args(argv=None, prog="train.py"):
     """Parse command-line arguments into a validated `TrainConfig`.
 
-    `--quick` fills in its profile values for the options not given
-    explicitly on the command line.
+    `--config runs/X/config.json` replays a run: every option comes from that
+    file (but --output-dir, --resume and --overwrite), except the options
+    given explicitly on the command line. `--quick` fills in its profile
+    values for the options not given explicitly either.
     """
     parser = build_argument_parser(TrainConfig, prog)
+    parser.add_argument("--config", metavar="JSON", help="Replay a run: take every option from its config.json "
+                        "(e.g. runs/latest/config.json); options given here override it.")
     values = vars(parser.parse_args(argv))
+    explicit = {name for name in fields() if _given(name, argv)}
+    replayed = values.pop("config")
+    if replayed:
+        recorded = TrainConfig.from_dict(read_recorded_config(replayed)).to_dict()
+        values.update({name: value for name, value in recorded.items()
+                       if name not in explicit and name not in TrainConfig.RESTART_OPTIONS})
     if values["quick"]:
-        explicit = {name for name in fields() if _given(name, argv)}
-        for name, value in TrainConfig.QUICK_PROFILE.items():
-            if name not in explicit:
-                values[name] = value
-    config = TrainConfig(**values)
-    config.validate()
-    return config
+        values.update({name: value for name, value in TrainConfig.QUICK_PROFILE.items() if name not in explicit})
+    return TrainConfig(**values)
+
+
+def read_recorded_config(path):
+    try:
+        with open(path) as file:
+            values = json.load(file)
+    except OSError as error:
+        raise KerasbertError(f"--config {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise KerasbertError(f"--config {path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise KerasbertError(f"--config {path} must hold one JSON object of options")
+    return values
 
 
 def export_config_from_args(argv=None, prog="export.py"):
     parser = build_argument_parser(ExportConfig, prog, EXPORT_DESCRIPTION)
-    config = ExportConfig(**vars(parser.parse_args(argv)))
-    config.validate()
-    return config
+    return ExportConfig(**vars(parser.parse_args(argv)))
 
 
 def _given(name, argv):

@@ -29,11 +29,10 @@ import shutil
 import keras
 
 from kerasbert import rundir
+from kerasbert.config import TrainConfig
 from kerasbert.errors import KerasbertError
 
 STATE_FILE = "state.json"
-# Options that may differ between the first attempt of a run and its resumption.
-RESTART_OPTIONS = ("resume", "overwrite", "output_dir")
 
 
 @dataclasses.dataclass
@@ -150,7 +149,7 @@ def config_differences(recorded, config):
     """Names of the options whose recorded value differs from `config`'s."""
     current = config.to_dict()
     return sorted(name for name in set(recorded) | set(current)
-                  if name not in RESTART_OPTIONS and recorded.get(name) != current.get(name))
+                  if name not in TrainConfig.RESTART_OPTIONS and recorded.get(name) != current.get(name))
 
 
 def check_same_config(run_dir, config):

@@ -1,5 +1,6 @@
 """Shared fixtures: real IMDB reviews from ../shared/data and the real offline MiniLM weights."""
 
+import inspect
 import os
 import pathlib
 import socket
@@ -11,12 +12,37 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = pathlib.Path(os.environ.get("KERASBERT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TFDS_DIR = SHARED_DATA / "tensorflow_datasets"
 ACL_IMDB_TARBALL = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
 
-if not TFDS_DIR.is_dir():
-    raise RuntimeError(f"the tests read real IMDB data from {TFDS_DIR}, which does not exist")
+# A test needs ../shared/data when it uses one of these fixtures or names; such a test is also
+# slow, like every test on the real weights: `pytest -m "not slow"` runs the fast tier.
+DATA_FIXTURES = {"tfds_dir", "real_reviews", "small_acl_imdb", "finished_run", "tfds_splits", "run_dir", "exported",
+                 "server"}
+DATA_NAMES = ("TFDS_DIR", "ACL_IMDB_TARBALL", "tiny_config", "TINY", "run_example")
+WEIGHTS_FIXTURES = {"preset_path"}
+
+
+def needs_shared_data(item):
+    if set(item.fixturenames) & DATA_FIXTURES:
+        return True
+    function = getattr(item, "function", None)
+    return function is not None and any(name in inspect.getsource(function) for name in DATA_NAMES)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if needs_shared_data(item):
+            item.add_marker(pytest.mark.shared_data)
+        if item.get_closest_marker("shared_data") or set(item.fixturenames) & WEIGHTS_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("shared_data") and not TFDS_DIR.is_dir():
+        pytest.fail(f"this test reads the real IMDB reviews in {SHARED_DATA}, which does not exist "
+                    "(the project's shared/ folder belongs beside the checkout)", pytrace=False)
 
 
 @pytest.fixture(scope="session")

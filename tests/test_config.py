@@ -7,6 +7,7 @@ import pytest
 
 from kerasbert import cli
 from kerasbert.config import TrainConfig, build_argument_parser, config_from_args, fields
+from kerasbert.errors import KerasbertError
 from tests.conftest import ROOT
 
 
@@ -62,3 +63,27 @@ def test_a_bad_option_exits_non_zero_without_traceback():
 def test_unknown_command(capsys):
     assert cli.main(["fly"]) == 2
     assert "unknown command 'fly'" in capsys.readouterr().err
+
+
+def test_a_recorded_config_replays_with_explicit_options_winning(tmp_path, capsys):
+    recorded = TrainConfig(epochs=3, learning_rate=3e-5, truncation="tail", output_dir="runs/old", overwrite=True)
+    recorded.save(str(tmp_path / "config.json"))
+    replayed = config_from_args(["--config", str(tmp_path / "config.json"), "--epochs", "2"])
+    assert (replayed.epochs, replayed.learning_rate, replayed.truncation) == (2, 3e-5, "tail")
+    assert (replayed.output_dir, replayed.overwrite) == ("", False), "where to write is the new attempt's choice"
+    (tmp_path / "broken.json").write_text("{not json")
+    assert cli.main(["train", "--config", str(tmp_path / "broken.json")]) == 2
+    assert "is not valid JSON" in capsys.readouterr().err
+    (tmp_path / "stale.json").write_text(json.dumps({"epochs": 1, "no_such_option": 3}))
+    assert cli.main(["train", "--config", str(tmp_path / "stale.json")]) == 2
+    assert "unknown config fields: no_such_option" in capsys.readouterr().err
+    assert cli.main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_configs_check_themselves_and_options_are_not_abbreviated(capsys):
+    with pytest.raises(KerasbertError, match="--batch-size must be a positive integer"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(SystemExit):
+        config_from_args(["--max-seq", "48"])
+    assert "unrecognized arguments: --max-seq" in capsys.readouterr().err

@@ -7,7 +7,6 @@ import sys
 
 import keras
 import keras_hub
-import pytest
 import tensorflow as tf
 
 import kerasbert

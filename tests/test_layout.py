@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles between kerasbert's modules, at module or function level."""
+"""The package's shape (no import cycles between kerasbert's modules) and the test suite's
+(without ../shared, only the tests that read it fail)."""
 
 import ast
 import pathlib
@@ -58,3 +59,20 @@ def test_kerasbert_has_no_import_cycle():
     graph = import_graph()
     assert len(graph) > 10 and "kerasbert.training" in graph
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_without_shared_data_only_the_tests_that_read_it_fail_each_with_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = PACKAGE.parent
+    selected = ["tests/test_progress.py::test_a_run_of_warm_up_steps_only_gets_no_estimate",
+                "tests/test_data.py::test_tfds_imdb_gives_seeded_disjoint_train_and_validation"]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *selected], cwd=root,
+                            capture_output=True, text=True,
+                            env={**os.environ, "KERASBERT_SHARED_DATA": str(tmp_path / "no-such-folder")})
+    assert result.returncode == 1, result.stdout[-2000:]
+    assert "1 passed, 1 error" in result.stdout  # failed in its setup, before it ran
+    assert f"reads the real IMDB reviews in {tmp_path / 'no-such-folder'}, which does not exist" in result.stdout
+    assert "Traceback" not in result.stdout
