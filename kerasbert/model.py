@@ -182,7 +182,8 @@ def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail"
     `mixed_precision` "auto" picks what the hardware computes natively
     (`kerasbert.hardware.choose_precision`).
     """
-    dtype = choose_precision(mixed_precision, detect_hardware()).policy
+    hardware = detect_hardware() if mixed_precision == "auto" else None  # an explicit choice needs no look
+    dtype = choose_precision(mixed_precision, hardware).policy
     backbone_options = {} if backbone_dropout < 0 else {"dropout": backbone_dropout}
     try:
         preprocessor = ReviewPreprocessor.from_preset(

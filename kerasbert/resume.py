@@ -56,6 +56,10 @@ class RunState:
             self.epochs_since_best += 1
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
 
+    def out_of_patience(self, patience):
+        """Whether `patience` epochs (0: never) passed without improvement: early stopping."""
+        return bool(patience) and self.epochs_since_best >= patience
+
 
 class Backup:
     """One training-state backup in a folder; replaced atomically at each save."""
@@ -118,7 +122,7 @@ class TrainingBackup(keras.callbacks.Callback):
         super().__init__()
         self.backup, self.state, self.throughput, self.every = backup, state, throughput, every
         self.monitor, self.patience = monitor, patience
-        self.steps_before_this_epoch, self.diverged, self.stopped_early = 0, False, False
+        self.steps_before_this_epoch, self.diverged = 0, False
 
     def on_epoch_begin(self, epoch, logs=None):
         self.steps_before_this_epoch = self.state.step_in_epoch  # non-zero in a resumed epoch
@@ -136,8 +140,8 @@ class TrainingBackup(keras.callbacks.Callback):
             return
         self.state.finish_epoch(dict(logs or {}), self.monitor)
         self.save(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
-        if self.patience and self.state.epochs_since_best >= self.patience:
-            self.model.stop_training = self.stopped_early = True
+        if self.state.out_of_patience(self.patience):
+            self.model.stop_training = True
 
     def save(self, step):
         self.state.global_step = step

@@ -139,7 +139,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
 
     def fit_until(epochs, skip_batches=0):
-        if state.epoch >= epochs or stops_early(config, state):
+        if state.epoch >= epochs or state.out_of_patience(config.early_stopping_patience):
             return
         train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
                                            config.length_bucketing, state.epoch, skip_batches)
@@ -159,10 +159,6 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
         classifier.load_weights(best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
     return FineTuned(classifier, preprocessor, history, throughput, time_estimate, strategy, state)
-
-
-def stops_early(config, state):
-    return bool(config.early_stopping_patience) and state.epochs_since_best >= config.early_stopping_patience
 
 
 def choose_run_directory(config, task):
