@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The shared IMDB copy beside the project; any tfds data dir works.
 export TFDS_DATA_DIR ?= $(abspath ../shared/data/tensorflow_datasets)
 
-.PHONY: setup train quick test bench-hf clean
+.PHONY: setup train quick test bench-hf bench-serving clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
@@ -31,6 +31,11 @@ test: setup
 bench-hf: setup
 	$(PYTHON) -m pip install --quiet -r benchmarks/requirements-hf.txt
 	$(PYTHON) benchmarks/versus_hugging_face.py $(ARGS)
+
+# Serving: the SavedModel and TFLite against ONNX Runtime on the same checkpoint (benchmarks only).
+bench-serving: setup
+	$(PYTHON) -m pip install --quiet -r benchmarks/requirements-serving.txt
+	$(PYTHON) benchmarks/serving.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -41,7 +41,7 @@ def main():
     parser.add_argument("--results", default="benchmarks/select_defaults.md")
     args = parser.parse_args()
     base = TrainConfig(data_dir=args.data_dir, max_train_examples=args.max_train_examples, max_test_examples=1)
-    splits = data.load_splits(base)
+    splits = data.load_splits(**base.data_options())
     preset_path = resolve_preset(base.preset)
     with open(args.results, "a") as results:
         results.write(results_heading() + "\n"

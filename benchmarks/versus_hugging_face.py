@@ -277,14 +277,17 @@ class KerasbertWorker:
     def texts(self, part):
         import numpy as np
 
-        from kerasbert.data import LabeledTexts
+        from kerasbert.texts import LabeledTexts
 
         return LabeledTexts(np.array(part["texts"], dtype=object), np.array(part["labels"], dtype="int32"))
 
     def compile(self, steps):
-        from kerasbert.training import compile_classifier
+        from kerasbert.optimizers import adamw_with_warmup
 
-        compile_classifier(self.classifier, self.config, steps)
+        config = self.config
+        self.classifier.compile(optimizer=adamw_with_warmup(
+            config.learning_rate, steps, config.warmup_ratio, config.weight_decay, config.clip_norm,
+            loss_scaling=self.classifier.dtype_policy.name == "mixed_float16"), jit_compile=config.jit_compile)
 
     def training_data(self, part):
         from kerasbert import data

@@ -25,8 +25,7 @@ train, validation = train.sample(reviews, seed=42).split(0.1, seed=42)
 with strategy.scope():  # the model, its variables and the optimizer's live on every replica
     preset = kerasbert.resolve_preset(kerasbert.DEFAULT_PRESET)
     classifier, preprocessor = kerasbert.build_classifier(preset, None, 256, class_names=class_names)
-    classifier.compile(optimizer=kerasbert.adamw_with_warmup(5e-5, total_steps=2 * -(-len(train) // 16)),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    classifier.compile(optimizer=kerasbert.adamw_with_warmup(5e-5, total_steps=2 * -(-len(train) // 16)))
 # The datasets outside the scope: Keras splits each global batch of 16 over the replicas.
 classifier.fit(kerasbert.training_dataset(train, preprocessor, batch_size=16, seed=42), epochs=2,
                validation_data=kerasbert.evaluation_dataset(validation.sorted_by_length(), preprocessor, 64),

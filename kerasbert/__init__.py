@@ -7,7 +7,7 @@ The pieces are plain Keras objects for your own `model.fit` script
     train, test, class_names = kerasbert.read_tfds("imdb_reviews", data_dir)
     classifier, preprocessor = kerasbert.build_classifier(kerasbert.resolve_preset(kerasbert.DEFAULT_PRESET),
                                                           None, 256, class_names=class_names)
-    classifier.compile(optimizer=kerasbert.adamw_with_warmup(5e-5, total_steps), ...)
+    classifier.compile(optimizer=kerasbert.adamw_with_warmup(5e-5, total_steps))  # loss, accuracy: defaults
     classifier.fit(kerasbert.training_dataset(train, preprocessor, 16, seed=42), epochs=2)
 
 Importing kerasbert registers its Keras classes, so `keras.saving.load_model`
@@ -15,7 +15,8 @@ reads a saved `TextClassifier` back.
 
 The training path, in reading order: `config` (every option), `presets`
 (where the weights come from), `hardware` (what this machine computes fast,
-and the defaults that follow), `data` (sources and `tf.data` pipelines),
+and the defaults that follow), `texts` (files of labeled texts), `data`
+(splits and `tf.data` pipelines),
 `model` (preprocessor and classifier), `optimizers`, `training` (callbacks,
 `fit` under a `tf.distribute` strategy, the job), `progress` (phase lines,
 throughput, the time estimate), `evaluation` (test metrics) and `rundir`
@@ -30,8 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kerasbert import export  # noqa: E402
 from kerasbert.config import DEFAULT_PRESET  # noqa: E402
-from kerasbert.data import (LabeledTexts, evaluation_dataset, read_acl_imdb, read_table, read_tfds,  # noqa: E402
-                            training_dataset)
+from kerasbert.data import evaluation_dataset, load_splits, read_tfds, training_dataset  # noqa: E402
 from kerasbert.errors import KerasbertError  # noqa: E402
 from kerasbert.hardware import choose_precision, detect_hardware  # noqa: E402
 from kerasbert.model import ReviewPreprocessor, TextClassifier, build_classifier  # noqa: E402
@@ -39,10 +39,11 @@ from kerasbert.monitoring import MisclassifiedReviews, TrainingTensorBoard  # no
 from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay, adamw_with_warmup  # noqa: E402
 from kerasbert.presets import resolve_preset  # noqa: E402
 from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
+from kerasbert.texts import LabeledTexts, read_acl_imdb, read_table  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["DEFAULT_PRESET", "GradientNormAdamW", "KerasbertError", "LabeledTexts", "MisclassifiedReviews",
            "ReviewPreprocessor", "TextClassifier", "Throughput", "TimeEstimate", "TrainingTensorBoard",
            "WarmupLinearDecay", "adamw_with_warmup", "build_classifier", "choose_precision", "detect_hardware",
-           "evaluation_dataset", "export", "read_acl_imdb", "read_table", "read_tfds", "resolve_preset",
+           "evaluation_dataset", "export", "load_splits", "read_acl_imdb", "read_table", "read_tfds", "resolve_preset",
            "training_dataset"]

@@ -17,7 +17,7 @@ commands:
 
 
 def train_command(argv):
-    from kerasbert.config import config_from_args
+    from kerasbert.arguments import config_from_args
 
     config = config_from_args(argv, prog="kerasbert train")
     from kerasbert.training import train_and_evaluate  # imports TensorFlow: after --help
@@ -26,7 +26,7 @@ def train_command(argv):
 
 
 def export_command(argv):
-    from kerasbert.config import export_config_from_args
+    from kerasbert.arguments import export_config_from_args
 
     config = export_config_from_args(argv, prog="kerasbert export")
     from kerasbert.export import export_run
@@ -40,8 +40,10 @@ def predict_command(argv):
     parser = argparse.ArgumentParser(prog="kerasbert predict", description="Label texts with a trained model.")
     parser.add_argument("texts", nargs="*", help="Texts to label (or use --input).")
     parser.add_argument("--model", required=True, help="A .keras file, a SavedModel version folder or a .tflite file.")
-    parser.add_argument("--input", help="A .txt (one text a line), .csv (text column) or .jsonl (text field) file.")
-    parser.add_argument("--output", help="Write one JSON line per text here instead of printing a table.")
+    parser.add_argument("--input", help="A .txt (one text a line), .csv/.tsv (text column, optional id) or .jsonl "
+                        "(text field, optional id) file.")
+    parser.add_argument("--output", help="Write one JSON line per text here (with its input line number and id) "
+                        "instead of printing a table.")
     parser.add_argument("--batch-size", type=int, default=64, help="Texts per model call.")
     args = parser.parse_args(argv)
     if bool(args.texts) == bool(args.input):
@@ -50,12 +52,14 @@ def predict_command(argv):
         raise KerasbertError(f"--batch-size must be a positive integer, got {args.batch_size}")
     from kerasbert.predict import load_predictor, predict_file, read_texts
 
-    texts = read_texts(args.input) if args.input else args.texts
+    if args.output and args.input and os.path.realpath(args.output) == os.path.realpath(args.input):
+        raise KerasbertError(f"--output {args.output} is the input file; write the predictions elsewhere")
+    records = read_texts(args.input) if args.input else [(None, None, text) for text in args.texts]
     predictor = load_predictor(args.model)
     if args.output:
-        predict_file(predictor, texts, args.output, args.batch_size)
+        predict_file(predictor, records, args.output, args.batch_size)
     else:
-        for row in predictor.predict(texts):
+        for row in predictor.predict([text for _, _, text in records]):
             print(f"{row['label']}\t{row['probability']:.4f}\t{row['text'][:80]}")
 
 

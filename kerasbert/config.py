@@ -1,8 +1,9 @@
 """`TrainConfig`: the single source of configuration for a training run.
 
 The command line of `train.py` is generated from the dataclass fields (name,
-type, default, help text and choices), and the run directory records the
-resolved config as `config.json`, so a run can be reproduced from it.
+type, default, help text and choices; `kerasbert.arguments`), and the run
+directory records the resolved config as `config.json`, so a run can be
+replayed from it (`train.py --config runs/X/config.json`).
 
 Example:
 
@@ -11,21 +12,17 @@ Example:
 True
 """
 
-import argparse
 import dataclasses
-import json
+import math
 import os
-import sys
+import re
 
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import PRECISIONS
 
 DEFAULT_PRESET = "all_minilm_l6_v2_offline"
 TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
-TRAIN_DESCRIPTION = ("Fine-tune a pre-trained BERT into a text classifier, evaluate it on the test split "
-                     "and save it in a run directory.")
-EXPORT_DESCRIPTION = ("Export a trained run as a TF Serving SavedModel and TFLite models, each checked "
-                      "against the Keras model on test reviews (parity.json).")
+
 
 
 def option(default, help, **extra):
@@ -166,6 +163,9 @@ class TrainConfig:
 
     def validate(self):
         """Raise `KerasbertError` naming the first invalid value."""
+        check_types(self)
+        if not 0 <= self.seed < 2**31:
+            raise KerasbertError(f"--seed must be in [0, 2**31), got {self.seed}")
         positive = ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps")
         non_negative = ("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm",
                         "weight_decay", "logical_cpu_devices", "backup_every_steps")
@@ -189,10 +189,6 @@ class TrainConfig:
             self.profile_range()
         if bool(self.train_file) != bool(self.test_file):
             raise KerasbertError("--train-file and --test-file go together: give both")
-        for name, field in fields().items():
-            choices = field.metadata.get("choices")
-            if choices and getattr(self, name) not in choices:
-                raise KerasbertError(f"--{flag(name)} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 
     def profile_range(self):
         """--profile-steps as (first, last) steps, (0, 0) when off."""
@@ -205,6 +201,18 @@ class TrainConfig:
         if not 0 < first <= last:
             raise KerasbertError(f"--profile-steps needs 0 < FIRST <= LAST, got {self.profile_steps!r}")
         return first, last
+
+    def data_options(self):
+        """The keywords of `data.load_splits` for this run's data."""
+        names = ("dataset", "data_dir", "train_file", "test_file", "validation_split", "max_train_examples",
+                 "max_test_examples", "seed")
+        return {name: getattr(self, name) for name in names}
+
+    def differences_from(self, recorded):
+        """Names of the options whose value in `recorded` (a saved config) differs from this one's."""
+        current = self.to_dict()
+        return sorted(name for name in set(recorded) | set(current)
+                      if name not in self.RESTART_OPTIONS and recorded.get(name) != current.get(name))
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -236,14 +244,18 @@ class ExportConfig:
     parity_examples: int = option(
         2000, "Test reviews on which every artifact is compared with the Keras model (0: skip the check)."
     )
+    serving_precision: str = option(
+        "auto", "What the SavedModel computes in: auto (bf16 where this machine has it natively and parity holds, "
+        "else float32; export on the serving machine kind), off (float32), bf16 or fp16.", choices=PRECISIONS)
     overwrite: bool = option(False, "Replace an existing version.")
 
     def validate(self):
+        check_types(self)
         if self.version < 0:
             raise KerasbertError(f"--version must not be negative, got {self.version}")
         if self.parity_examples < 0:
             raise KerasbertError(f"--parity-examples must not be negative, got {self.parity_examples}")
-        if not self.model_name or os.sep in self.model_name or self.model_name.isdigit():
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.model_name) or self.model_name.isdigit():
             raise KerasbertError(f"--model-name must be a plain folder name that is not a number, got {self.model_name!r}")
         unknown = [name for name in self.tflite_formats() if name not in TFLITE_FORMATS]
         if unknown:
@@ -260,74 +272,20 @@ def fields(cls=TrainConfig):
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+def check_types(config):
+    """Every field of the type its default has (an int where a float goes), finite, and one of its choices."""
+    for name, field in fields(type(config)).items():
+        value, expected = getattr(config, name), type(field.default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not expected:
+            raise KerasbertError(f"--{flag(name)} must be {expected.__name__}, got {value!r}")
+        if expected is float and not math.isfinite(value):
+            raise KerasbertError(f"--{flag(name)} must be a finite number, got {value}")
+        choices = field.metadata.get("choices")
+        if choices and value not in choices:
+            raise KerasbertError(f"--{flag(name)} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def flag(name):
     return name.replace("_", "-")
-
-
-def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DESCRIPTION):
-    """An argparse parser with one option per field of the dataclass `cls`."""
-    # No abbreviations: `--max-seq 48` must not quietly mean --max-seq-length.
-    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for name, field in fields(cls).items():
-        kwargs = {"help": field.metadata["help"], "default": field.default, "dest": name}
-        if field.type in (bool, "bool"):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = {"int": int, "float": float, "str": str}.get(field.type, field.type)
-            kwargs["metavar"] = kwargs["type"].__name__.upper()
-        if "choices" in field.metadata:
-            kwargs["choices"] = field.metadata["choices"]
-            kwargs.pop("metavar", None)
-        if field.metadata.get("required"):
-            kwargs["required"] = True
-            kwargs.pop("default")
-        parser.add_argument(f"--{flag(name)}", **kwargs)
-    return parser
-
-
-def config_from_args(argv=None, prog="train.py"):
-    """Parse command-line arguments into a validated `TrainConfig`.
-
-    `--config runs/X/config.json` replays a run: every option comes from that
-    file (but --output-dir, --resume and --overwrite), except the options
-    given explicitly on the command line. `--quick` fills in its profile
-    values for the options not given explicitly either.
-    """
-    parser = build_argument_parser(TrainConfig, prog)
-    parser.add_argument("--config", metavar="JSON", help="Replay a run: take every option from its config.json "
-                        "(e.g. runs/latest/config.json); options given here override it.")
-    values = vars(parser.parse_args(argv))
-    explicit = {name for name in fields() if _given(name, argv)}
-    replayed = values.pop("config")
-    if replayed:
-        recorded = TrainConfig.from_dict(read_recorded_config(replayed)).to_dict()
-        values.update({name: value for name, value in recorded.items()
-                       if name not in explicit and name not in TrainConfig.RESTART_OPTIONS})
-    if values["quick"]:
-        values.update({name: value for name, value in TrainConfig.QUICK_PROFILE.items() if name not in explicit})
-    return TrainConfig(**values)
-
-
-def read_recorded_config(path):
-    try:
-        with open(path) as file:
-            values = json.load(file)
-    except OSError as error:
-        raise KerasbertError(f"--config {path}: {error.strerror}") from None
-    except ValueError as error:
-        raise KerasbertError(f"--config {path} is not valid JSON ({error})") from None
-    if not isinstance(values, dict):
-        raise KerasbertError(f"--config {path} must hold one JSON object of options")
-    return values
-
-
-def export_config_from_args(argv=None, prog="export.py"):
-    parser = build_argument_parser(ExportConfig, prog, EXPORT_DESCRIPTION)
-    return ExportConfig(**vars(parser.parse_args(argv)))
-
-
-def _given(name, argv):
-    argv = sys.argv[1:] if argv is None else argv
-    options = (f"--{flag(name)}", f"--no-{flag(name)}")
-    return any(arg.split("=", 1)[0] in options for arg in argv)

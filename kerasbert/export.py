@@ -3,15 +3,14 @@ checked against the Keras model before it is published.
 
 SavedModel layout (what TF Serving polls):
 
-    saved_models/<model-name>/<version>/   saved_model.pb, variables/, parity.json
+    saved_models/<model-name>/<version>/   saved_model.pb, variables/, parity.json,
+                                           assets.extra/tf_serving_warmup_requests,
+                                           batching_parameters.txt
 
-Signatures:
-- `serving_default`: `text` (tf.string, [batch]) -> `probabilities` (float32,
-  [batch, classes]), `class_id` (int64) and `class_name` (string). The
-  tokenizer is inside the graph (TF Text ops: load it with
-  `import tensorflow_text`; stock TF Serving has them from 2.20 on).
-- `predict_tokens`: `token_ids`, `segment_ids`, `padding_mask` (int32,
-  [batch, length]) -> the same outputs, for clients that tokenize themselves.
+Its signatures and warm-up requests: `kerasbert.serving`. It computes in the
+precision `choose_precision` picks for the exporting machine (bf16 where the
+CPU or GPU has it natively, else float32; `--serving-precision` overrides),
+as long as that precision passes the parity check; else in float32.
 
 A version directory is written under a temporary name and renamed into place
 once its parity check passed, so a server never sees half a version.
@@ -29,33 +28,13 @@ import tensorflow as tf
 from kerasbert import rundir
 from kerasbert.config import TFLITE_FORMATS
 from kerasbert.errors import KerasbertError
-from kerasbert.model import TOKEN_INPUTS, load_classifier, token_model, token_probabilities
+from kerasbert.hardware import choose_precision, detect_hardware
+from kerasbert.model import load_classifier
 from kerasbert.parity import ParityCheck, parity_examples
 from kerasbert.progress import phase
 from kerasbert.rundir import next_version, publish_directory, staging_directory
+from kerasbert.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
 from kerasbert.tflite import export_tflite
-
-
-class ServingModule(tf.Module):
-    """Raw text or token ids in; probabilities, class id and class name out."""
-
-    def __init__(self, classifier, class_names):
-        super().__init__()
-        self.preprocessor = classifier.preprocessor
-        self.model = token_model(classifier)
-        # A variable, so that it is saved and a loader can read the names.
-        self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serve_text(self, text):
-        return self.serve_tokens(**self.preprocessor.tokenize_and_pack(text))
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=name) for name in TOKEN_INPUTS])
-    def serve_tokens(self, token_ids, segment_ids, padding_mask):
-        probabilities = token_probabilities(self.model, token_ids, segment_ids, padding_mask)
-        class_id = tf.argmax(probabilities, axis=1)
-        return {"probabilities": probabilities, "class_id": class_id,
-                "class_name": tf.gather(self.class_names, class_id)}
 
 
 def load_run(run_dir):
@@ -79,7 +58,8 @@ def export_run(config):
     if config.parity_examples:
         phase(f"running the Keras model (float32) on {config.parity_examples} test reviews for the parity checks")
         parity = ParityCheck(classifier, *parity_examples(config.run, config.parity_examples))
-    paths = [export_saved_model(classifier, class_names, model_root, version, config.overwrite, parity)]
+    paths = [export_saved_model(classifier, class_names, model_root, version, config.overwrite, parity,
+                                config.serving_precision)]
     phase(f"SavedModel for TF Serving: {paths[0]}")
     if config.tflite_formats():
         paths.append(export_tflite(classifier, class_names, config.tflite_formats(),
@@ -88,15 +68,18 @@ def export_run(config):
     return paths
 
 
-def saved_model(classifier, directory, version=0, overwrite=False):
+def saved_model(classifier, directory, version=0, overwrite=False, precision="auto"):
     """Export a classifier that has its preprocessor for TF Serving as `<directory>/<version>/`
     (default: the next free version); returns that path. No run directory needed.
+    `precision`: what the server computes in (auto: bf16 where this machine has
+    it natively, else float32; or off, bf16, fp16).
 
     Example: `kerasbert.export.saved_model(classifier, "saved_models/imdb")` -> "saved_models/imdb/1".
     """
     check_exportable(classifier)
     version = version or next_version(directory)
-    return export_saved_model(classifier, class_names_of(classifier), directory, version, overwrite)
+    return export_saved_model(classifier, class_names_of(classifier), directory, version, overwrite,
+                              precision=precision)
 
 
 def tflite(classifier, directory, variants=("dynamic-int8",), version=0, overwrite=False):
@@ -122,25 +105,38 @@ def class_names_of(classifier):
     return list(names) if names else [str(index) for index in range(classifier.get_config()["num_classes"])]
 
 
-def export_saved_model(classifier, class_names, model_root, version, overwrite=False, parity=None):
+def export_saved_model(classifier, class_names, model_root, version, overwrite=False, parity=None,
+                       precision="auto"):
     """Write `<model_root>/<version>/` and return its path.
 
-    With a `ParityCheck`, the SavedModel is run on its reviews and
-    `parity.json` is written inside the version; missing a bar raises and
-    publishes nothing.
+    `precision` (auto, off, bf16, fp16) is what the served model computes in;
+    auto picks for this machine. With a `ParityCheck`, the SavedModel is run
+    on its reviews and `parity.json` is written inside the version; missing a
+    bar raises and publishes nothing, except under auto, where a reduced
+    precision that misses it gives way to float32.
     """
-    staged, final = staging_directory(model_root, version, overwrite)
-    try:
-        module = ServingModule(classifier, class_names)
-        tf.saved_model.save(module, staged, signatures={
-            "serving_default": module.serve_text, "predict_tokens": module.serve_tokens})
-        if parity is not None:
-            served = tf.saved_model.load(staged).signatures["serving_default"]
-            parity.check(lambda texts: served(text=tf.constant(texts))["probabilities"].numpy(),
-                         "saved_model", os.path.join(staged, "parity.json"), final)
-        publish_directory(staged, final, overwrite)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    return final
-
-
+    choice = choose_precision(precision, detect_hardware())
+    candidates = [choice] + ([choose_precision("off", None)] if precision == "auto" and choice.name != "off" else [])
+    for attempt, candidate in enumerate(candidates, start=1):
+        phase(f"SavedModel computing in {candidate.policy}: {candidate.reason}")
+        staged, final = staging_directory(model_root, version, overwrite)
+        try:
+            module = ServingModule(classifier, class_names, candidate.policy)
+            tf.saved_model.save(module, staged, signatures=module.signatures())
+            write_warmup_requests(staged, os.path.basename(model_root), classifier.preprocessor.sequence_length)
+            rundir.write_text_atomically(os.path.join(staged, BATCHING_FILE), batching_parameters(os.cpu_count()))
+            if parity is not None:
+                served = tf.saved_model.load(staged).signatures["serving_default"]
+                artifact = "saved_model" if candidate.name == "off" else f"saved_model-{candidate.name}"
+                try:
+                    parity.check(lambda texts: served(text=tf.constant(texts))["probabilities"].numpy(),
+                                 artifact, os.path.join(staged, "parity.json"), final, precision=candidate.policy)
+                except KerasbertError as missed:
+                    if attempt == len(candidates):
+                        raise
+                    phase(f"{missed}; exporting in float32 instead")
+                    continue
+            publish_directory(staged, final, overwrite)
+            return final
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)

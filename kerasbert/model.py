@@ -7,6 +7,7 @@ padding mask (`tf.distribute` cannot split bool batches across replicas).
 
 Example:
 
+>>> from kerasbert.presets import resolve_preset
 >>> classifier, preprocessor = build_classifier(
 ...     resolve_preset("all_minilm_l6_v2_offline"), num_classes=2, max_seq_length=64)
 >>> classifier.predict(preprocessor(["A wonderful film."]), verbose=0).shape
@@ -24,6 +25,7 @@ import tensorflow as tf
 from kerasbert.errors import KerasbertError
 from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
+from kerasbert.rundir import written_atomically
 
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
 TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
@@ -42,6 +44,7 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
 
     Example:
 
+    >>> from kerasbert.presets import resolve_preset
     >>> preprocessor = ReviewPreprocessor.from_preset(
     ...     resolve_preset("all_minilm_l6_v2_offline"), sequence_length=8, truncation="head+tail")
     >>> preprocessor(["one two three four five six seven eight nine"])["padding_mask"].dtype
@@ -166,6 +169,12 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         if fused_layers:
             use_fused_layers(self)
 
+    def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
+        """KerasHub's defaults, with the accuracy metric named `accuracy` (so `val_accuracy` in `fit`'s logs)."""
+        if metrics == "auto":
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer, loss, metrics=metrics, **kwargs)
+
     def get_config(self):
         return {**super().get_config(), "class_names": list(self.class_names), "fused_layers": self.fused_layers}
 
@@ -210,7 +219,8 @@ def inference_copy(classifier, dtype=None, fused_layers=None):
     """An uncompiled copy sharing the preprocessor: no optimizer state, optionally another dtype.
 
     `dtype="float32"` turns a mixed-precision model into a float32 one (its
-    variables are float32 already), as TFLite and CPU servers want. The copy
+    variables are float32 already), as TFLite wants; `dtype="mixed_bfloat16"`
+    makes any copy compute in bfloat16, as a server with native bf16 wants. The copy
     has fused layers if `fused_layers`, or (None) if the classifier has.
     """
     config = keras.saving.serialize_keras_object(classifier)
@@ -229,9 +239,9 @@ def inference_copy(classifier, dtype=None, fused_layers=None):
     return copy
 
 
-def token_model(classifier):
-    """A float32 copy of the classifier without its preprocessor: token-id tensors in, logits out."""
-    model = inference_copy(classifier, dtype="float32")
+def token_model(classifier, dtype="float32"):
+    """A copy of the classifier computing in `dtype`, without its preprocessor: token-id tensors in, logits out."""
+    model = inference_copy(classifier, dtype=dtype)
     model.preprocessor = None
     return model
 
@@ -242,9 +252,11 @@ def token_probabilities(model, token_ids, segment_ids, padding_mask):
 
 
 def with_compute_dtype(config, dtype):
-    """A serialized model config whose mixed-precision dtype policies are replaced by `dtype`."""
+    """A serialized model config whose dtype policies compute in `dtype`: mixed-precision
+    policies become `dtype`, and float32 ones too when `dtype` is a mixed policy."""
+    replaced = ("mixed_", "float32") if dtype.startswith("mixed_") else ("mixed_",)
     if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith("mixed_"):
+        if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith(replaced):
             return {**config, "config": {**config["config"], "name": dtype}}
         return {key: with_compute_dtype(value, dtype) for key, value in config.items()}
     if isinstance(config, list):
@@ -254,9 +266,8 @@ def with_compute_dtype(config, dtype):
 
 def save_classifier(classifier, path):
     """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model."""
-    temporary = path + ".partial.keras"
-    inference_copy(classifier).save(temporary)
-    os.replace(temporary, path)
+    with written_atomically(path) as temporary:
+        inference_copy(classifier).save(temporary)
 
 
 def load_classifier(path):

@@ -1,15 +1,11 @@
 """Predict labels for raw text with any artifact kerasbert writes: a `.keras`
 model, a SavedModel version directory, or a `.tflite` model.
 
-Example:
-
->>> predictor = load_predictor("saved_models/kerasbert/1")            # doctest: +SKIP
->>> predictor.predict(["A joy from start to finish."])                # doctest: +SKIP
-[{'text': 'A joy from start to finish.', 'label': 'pos', 'probability': 0.97}]
+`load_predictor("saved_models/kerasbert/1").predict(["A joy from start to finish."])`
+gives one dict per text: the text, its most likely label and that label's
+probability.
 """
 
-import csv
-import io
 import json
 import os
 
@@ -97,44 +93,37 @@ def load_predictor(path):
 
 
 def read_texts(path):
-    """Texts of a .txt (one per line), .csv (`text` column) or .jsonl (`text` field) file."""
-    from kerasbert.data import decode_text
+    """(line number, id or None, text) of every text in a .txt (one text a line), .csv/.tsv
+    (`text` column, optional `id`) or .jsonl (`text` field, optional `id`) file; blank lines skipped."""
+    from kerasbert.texts import decode_text, read_rows
 
-    if not os.path.isfile(path):
-        raise KerasbertError(f"input file {path} does not exist")
-    with open(path, "rb") as file:
-        content = decode_text(file.read(), path)
-    if path.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(content, newline=""))
-        if "text" not in (reader.fieldnames or ()):
-            raise KerasbertError(f"{path}: no text column")
-        texts = [row["text"] for row in reader]
-    elif path.endswith(".jsonl"):
-        texts = []
-        for line, raw in enumerate(content.splitlines(), start=1):
-            if raw.strip():
-                try:
-                    texts.append(json.loads(raw)["text"])
-                except (ValueError, KeyError, TypeError):
-                    raise KerasbertError(f"{path}: line {line} is not a JSON object with a text field") from None
+    if os.path.splitext(path)[1].lower() == ".txt":
+        if not os.path.isfile(path):
+            raise KerasbertError(f"input file {path} does not exist")
+        with open(path, "rb") as file:
+            lines = decode_text(file.read(), path).split("\n")
+        records = [(number, None, line.rstrip("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
     else:
-        texts = [line for line in content.splitlines() if line.strip()]
-    if not texts:
+        records = [(number, row.get("id"), row["text"]) for number, row in read_rows(path, ("text",))]
+    for number, _, text in records:
+        if not isinstance(text, str):
+            raise KerasbertError(f"{path}: line {number} has a text that is not a string")
+    if not records:
         raise KerasbertError(f"input file {path} holds no texts")
-    return texts
+    return records
 
 
-def predict_file(predictor, texts, output, batch_size=64):
-    """Write one JSON line per text to `output` (via a temporary file), with a progress bar."""
+def predict_file(predictor, records, output, batch_size=64):
+    """Write one JSON line per record of `read_texts` to `output`, each with its input line
+    number (and id), via a temporary file renamed into place when complete; with a progress bar."""
     import keras
 
-    progress = keras.utils.Progbar(len(texts), unit_name="text")
-    temporary = output + ".partial"
-    with open(temporary, "w", encoding="utf-8") as file:
-        for start in range(0, len(texts), batch_size):
-            batch = texts[start:start + batch_size]
-            for row in predictor.predict(batch):
-                file.write(json.dumps({"label": row["label"], "probability": row["probability"],
+    progress = keras.utils.Progbar(len(records), unit_name="text")
+    with rundir.written_atomically(output) as temporary, open(temporary, "w", encoding="utf-8") as file:
+        for start in range(0, len(records), batch_size):
+            batch = records[start:start + batch_size]
+            for (line, identifier, _), row in zip(batch, predictor.predict([text for _, _, text in batch])):
+                tied = {"line": line, **({"id": identifier} if identifier is not None else {})}
+                file.write(json.dumps({**tied, "label": row["label"], "probability": row["probability"],
                                        "probabilities": row["probabilities"]}) + "\n")
             progress.add(len(batch))
-    os.replace(temporary, output)

@@ -4,13 +4,10 @@ Markdown file (`report.md`, next to its PNGs) that reads well on GitHub.
 The training curves are drawn from the run's TensorBoard events, so the
 report shows exactly what TensorBoard shows.
 
-Example:
-
->>> print(write_report("runs/latest"))  # doctest: +SKIP
-# Run `runs/latest` ...
+`write_report("runs/latest")` writes `runs/latest/report.md` and returns its
+text, which starts with "# Run `runs/latest`".
 """
 
-import glob
 import math
 import os
 
@@ -28,7 +25,9 @@ TRAINING_CURVES_PNG = "training_curves.png"
 def read_scalars(folder):
     """{tag: (steps, values)} of the numeric scalar summaries in a folder's event files."""
     series = {}
-    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+    names = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+                   if name.startswith("events.out.tfevents."))
+    for path in (os.path.join(folder, name) for name in names):  # not glob: brackets in a path are just brackets
         try:
             for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
                 event = tf.compat.v1.Event.FromString(record)

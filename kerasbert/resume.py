@@ -22,14 +22,12 @@ False
 """
 
 import dataclasses
-import glob
 import os
 import shutil
 
 import keras
 
 from kerasbert import rundir
-from kerasbert.config import TrainConfig
 from kerasbert.errors import KerasbertError
 
 STATE_FILE = "state.json"
@@ -73,14 +71,13 @@ class Backup:
     def save(self, model, state):
         os.makedirs(self.folder, exist_ok=True)
         name = f"step-{state.global_step:08d}.weights.h5"
-        temporary = os.path.join(self.folder, f".partial-{name}")
-        model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, os.path.join(self.folder, name))
-        state.weights = name
+        with rundir.written_atomically(os.path.join(self.folder, name)) as temporary:
+            model.save_weights(temporary, overwrite=True)
+        state.weights = name  # only once the weights it names are on disk
         rundir.write_json(os.path.join(self.folder, STATE_FILE), dataclasses.asdict(state))
-        for stale in glob.glob(os.path.join(self.folder, "*.weights.h5")):
-            if os.path.basename(stale) != name:
-                os.remove(stale)
+        for stale in os.listdir(self.folder):  # not glob: brackets in a folder name are just brackets
+            if stale.endswith(".weights.h5") and stale != name:
+                os.remove(os.path.join(self.folder, stale))
 
     def read_state(self):
         try:
@@ -107,6 +104,27 @@ class Backup:
 
     def delete(self):
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Saves the weights whenever `monitor` beats its best so far (`best`: the best before this fit).
+
+    Unlike `keras.callbacks.ModelCheckpoint`, it writes a temporary file and
+    renames it into place, so a kill never leaves a truncated file, and it
+    does not format the path, so braces in a folder name are just braces.
+    """
+
+    def __init__(self, path, monitor, best=None):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and (self.best is None or value > self.best):
+            self.best = float(value)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with rundir.written_atomically(self.path) as temporary:
+                self.model.save_weights(temporary, overwrite=True)
 
 
 class TrainingBackup(keras.callbacks.Callback):
@@ -147,27 +165,3 @@ class TrainingBackup(keras.callbacks.Callback):
         self.state.global_step = step
         self.state.train_seconds, self.state.trained_sequences = self.throughput.totals_so_far()
         self.backup.save(self.model, self.state)
-
-
-def config_differences(recorded, config):
-    """Names of the options whose recorded value differs from `config`'s."""
-    current = config.to_dict()
-    return sorted(name for name in set(recorded) | set(current)
-                  if name not in TrainConfig.RESTART_OPTIONS and recorded.get(name) != current.get(name))
-
-
-def check_same_config(run_dir, config):
-    """Refuse to resume `run_dir` with a config other than the one it was started with."""
-    path = os.path.join(run_dir, rundir.CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise KerasbertError(f"cannot resume {run_dir}: it has no {rundir.CONFIG_FILE}")
-    try:
-        recorded = rundir.read_json(path)
-    except ValueError as error:
-        raise KerasbertError(f"cannot resume {run_dir}: {path} is not valid JSON ({error})") from None
-    differences = config_differences(recorded, config)
-    if differences:
-        details = ", ".join(f"--{name.replace('_', '-')} (run: {recorded.get(name)!r}, now: "
-                            f"{config.to_dict().get(name)!r})" for name in differences)
-        raise KerasbertError(f"cannot resume {run_dir}: its config differs in {details}; "
-                             "resume with the original options, or start over with --overwrite")

@@ -15,7 +15,10 @@ A run directory holds:
 and `latest` beside it links to the last finished run.
 """
 
+import contextlib
+import ctypes
 import datetime
+import errno
 import glob
 import json
 import os
@@ -101,31 +104,91 @@ def staging_directory(root, version, overwrite):
 
 
 def publish_directory(staged, final, overwrite):
-    """Rename a fully written directory into place; an old one is removed only after."""
+    """Flush a fully written directory to disk and rename it into place; an old one is removed only after."""
     make_readable(staged)
+    fsync_tree(staged)
     if os.path.exists(final):
         if not overwrite:
             raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
-        retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
-        os.replace(final, os.path.join(retired, "old"))
-        os.replace(staged, final)
-        shutil.rmtree(retired)
+        if exchange(staged, final):  # one atomic step: a server never sees the version missing
+            shutil.rmtree(staged)
+        else:
+            retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
+            os.replace(final, os.path.join(retired, "old"))
+            os.replace(staged, final)
+            shutil.rmtree(retired)
     else:
         os.replace(staged, final)
+    fsync_directory(os.path.dirname(final) or ".")
+
+
+def temporary_beside(path):
+    """A new empty file in `path`'s folder (created exclusively, so never someone else's) whose
+    name ends like `path`'s, to write before `publish_file` renames it over `path`."""
+    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-",
+                                         suffix=os.path.basename(path))
+    os.close(handle)
+    return temporary
+
+
+def publish_file(temporary, path):
+    """Flush a fully written file to disk, rename it over `path`, and make the rename durable:
+    after a crash `path` holds the old contents or the new ones, never a mix or nothing."""
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())
+    make_readable(temporary)
+    os.replace(temporary, path)
+    fsync_directory(os.path.dirname(path) or ".")
+
+
+@contextlib.contextmanager
+def written_atomically(path):
+    """`with written_atomically(path) as temporary:` write `temporary`; it replaces `path` on success."""
+    temporary = temporary_beside(path)
+    try:
+        yield temporary
+        publish_file(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def fsync_directory(directory):
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def fsync_tree(folder):
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as file:
+                os.fsync(file.fileno())
+        fsync_directory(root)
+
+
+def exchange(first, second):
+    """Swap two paths in one atomic step (Linux's renameat2 with RENAME_EXCHANGE); False where
+    the system or file system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_current_directory, rename_exchange = -100, 2
+    if renameat2(at_current_directory, os.fsencode(first), at_current_directory, os.fsencode(second),
+                 rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), second)
 
 
 def write_text_atomically(path, text):
-    """Write to a temporary file beside `path`, then rename it into place."""
-    directory = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        make_readable(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with written_atomically(path) as temporary, open(temporary, "w") as file:
+        file.write(text)
 
 
 def write_json(path, values):
@@ -152,3 +215,20 @@ def make_readable(path):
                 os.chmod(os.path.join(root, name), 0o777 & ~umask)
             for name in files:
                 os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
+def check_same_config(run_dir, config):
+    """Refuse to resume `run_dir` with a config other than the one it was started with."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise KerasbertError(f"cannot resume {run_dir}: it has no {CONFIG_FILE}")
+    try:
+        recorded = read_json(path)
+    except ValueError as error:
+        raise KerasbertError(f"cannot resume {run_dir}: {path} is not valid JSON ({error})") from None
+    differences = config.differences_from(recorded)
+    if differences:
+        details = ", ".join(f"--{name.replace('_', '-')} (run: {recorded.get(name)!r}, now: "
+                            f"{config.to_dict().get(name)!r})" for name in differences)
+        raise KerasbertError(f"cannot resume {run_dir}: its config differs in {details}; "
+                             "resume with the original options, or start over with --overwrite")

@@ -122,8 +122,9 @@ class TFLiteClassifier:
         folder = os.path.dirname(os.path.abspath(path))
         settings = rundir.read_json(os.path.join(folder, TFLITE_SETTINGS))
         self.class_names = settings["class_names"]
+        # An explicit thread count: the interpreter's default is one thread for most kernels.
         self.interpreter = InterpreterWithCustomOps(
-            model_path=path, num_threads=threads,
+            model_path=path, num_threads=threads or os.cpu_count(),
             custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
         runner = self.interpreter.get_signature_runner("serve")
         self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}

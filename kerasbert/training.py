@@ -3,8 +3,10 @@ with backups, and the whole train-evaluate-save job that `train.py` runs.
 
 Example (two minutes on a 2-core CPU):
 
+>>> from kerasbert.config import TrainConfig
 >>> metrics = train_and_evaluate(TrainConfig(quick=True, output_dir="runs/smoke",
 ...                                          data_dir="../shared/data/tensorflow_datasets", **TrainConfig.QUICK_PROFILE))
+[kerasbert ...] on ...
 >>> sorted(metrics["test"])[:3]
 ['accuracy', 'confusion_matrix', 'examples']
 """
@@ -42,33 +44,16 @@ from kerasbert.presets import resolve_preset
 from kerasbert.progress import Throughput, TimeEstimate, minutes, phase
 
 
-def compile_classifier(classifier, config, total_steps):
-    """AdamW with warm-up, loss scaling when the classifier computes in float16."""
-    classifier.compile(
-        optimizer=adamw_with_warmup(config.learning_rate, total_steps, config.warmup_ratio, config.weight_decay,
-                                    config.clip_norm, loss_scaling=classifier.dtype_policy.name == "mixed_float16"),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=config.jit_compile,
-    )
-
-
 def monitored_metric(splits):
     return "val_accuracy" if len(splits.validation) else "accuracy"
 
 
 def make_callbacks(config, run_dir, splits, preprocessor, throughput, state):
     log_dir = os.path.join(run_dir, rundir.LOG_DIR)
-    best_checkpoint = keras.callbacks.ModelCheckpoint(
-        os.path.join(run_dir, rundir.BEST_WEIGHTS), monitor=monitored_metric(splits), mode="max",
-        save_best_only=True, save_weights_only=True,
-    )
-    if state.best is not None:
-        best_checkpoint.best = state.best
     callbacks = [
         throughput,
         keras.callbacks.TerminateOnNaN(),
-        best_checkpoint,
+        resume.BestWeights(os.path.join(run_dir, rundir.BEST_WEIGHTS), monitored_metric(splits), state.best),
         monitoring.TrainingTensorBoard(log_dir, config.batch_size, config.log_every_steps, config.profile_range()),
     ]
     if len(splits.validation):
@@ -107,7 +92,10 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
             preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
             precision.name, config.backbone_dropout, config.fused_layers, splits.class_names,
         )
-        compile_classifier(classifier, config, config.epochs * steps_per_epoch)
+        classifier.compile(optimizer=adamw_with_warmup(
+            config.learning_rate, config.epochs * steps_per_epoch, config.warmup_ratio, config.weight_decay,
+            config.clip_norm, loss_scaling=classifier.dtype_policy.name == "mixed_float16",
+        ), jit_compile=config.jit_compile)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
         state = backup.restore(classifier) if backup.exists() and not config.overwrite else None
     if state:
@@ -183,7 +171,7 @@ def choose_run_directory(config, task):
         raise KerasbertError(f"--resume: {run_dir} has no backup to resume from (the run finished, "
                              "or never saved one)")
     else:
-        resume.check_same_config(run_dir, config)
+        rundir.check_same_config(run_dir, config)
     return run_dir
 
 
@@ -198,6 +186,10 @@ def train_and_evaluate(config):
     started = time.perf_counter()
     task = distribution.cluster_task()
     strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise KerasbertError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas "
+                             f"(use a multiple of {replicas})")
     hardware = detect_hardware(strategy)
     precision = choose_precision(config.mixed_precision, hardware)
     phase(f"on {hardware.describe()}")
@@ -208,7 +200,7 @@ def train_and_evaluate(config):
     phase(f"resolving preset {config.preset}")
     preset_path = resolve_preset(config.preset)
     phase("reading data")
-    splits = data.load_splits(config)
+    splits = data.load_splits(**config.data_options())
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
     tuned = fine_tune(config, preset_path, splits, run_dir, strategy, precision, started)

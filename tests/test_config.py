@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from kerasbert import cli
-from kerasbert.config import TrainConfig, build_argument_parser, config_from_args, fields
+from kerasbert.arguments import build_argument_parser, config_from_args
+from kerasbert.config import TrainConfig, fields
 from kerasbert.errors import KerasbertError
 from tests.conftest import ROOT
 
@@ -87,3 +88,38 @@ def test_configs_check_themselves_and_options_are_not_abbreviated(capsys):
     with pytest.raises(SystemExit):
         config_from_args(["--max-seq", "48"])
     assert "unrecognized arguments: --max-seq" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--clip-norm", "nan"], "--clip-norm must be a finite number, got nan"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number, got inf"),
+    (["--warmup-ratio=-inf"], "--warmup-ratio must be a finite number"),
+    (["--seed", "-1"], "--seed must be in [0, 2**31), got -1"),
+    (["--seed", str(2**31)], "--seed must be in [0, 2**31)"),
+])
+def test_options_that_make_no_sense_are_refused_with_one_line(arguments, message, capsys):
+    assert cli.main(["train", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_a_replayed_config_of_the_wrong_types_is_refused(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps({"epochs": "2"}))
+    assert cli.main(["train", "--config", str(tmp_path / "config.json")]) == 2
+    assert "--epochs must be int, got '2'" in capsys.readouterr().err
+    assert TrainConfig.from_dict({"clip_norm": 1}).clip_norm == 1, "an int where a float goes is fine"
+
+
+def test_a_batch_that_does_not_divide_over_the_replicas_is_refused_before_anything_is_written(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--strategy", "mirrored",
+                             "--logical-cpu-devices", "2", "--batch-size", "3", "--output-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: --batch-size 3 does not divide over 2 replicas (use a multiple of 2)" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".", "../elsewhere", "a/b", "12", "", ".hidden", "name with space"])
+def test_export_model_names_stay_inside_the_export_root(name, capsys):
+    assert cli.main(["export", "--run", "runs/none", "--model-name", name]) == 2
+    assert "--model-name must be a plain folder name" in capsys.readouterr().err

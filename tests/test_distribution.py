@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from kerasbert import cli, resume, rundir
+from kerasbert import cli, rundir
 from kerasbert.config import TrainConfig
 from kerasbert.distribution import Task, cluster_task
 from kerasbert.report import read_scalars
@@ -194,5 +194,5 @@ def test_cluster_task_finds_the_chief():
 def test_config_differences_ignore_restart_options():
     config = TrainConfig(max_seq_length=64)
     recorded = {**config.to_dict(), "resume": True, "overwrite": True, "output_dir": "elsewhere"}
-    assert resume.config_differences(recorded, config) == []
-    assert resume.config_differences({**recorded, "epochs": 3, "seed": 1}, config) == ["epochs", "seed"]
+    assert config.differences_from(recorded) == []
+    assert config.differences_from({**recorded, "epochs": 3, "seed": 1}) == ["epochs", "seed"]

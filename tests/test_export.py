@@ -26,7 +26,7 @@ def run_dir(tmp_path_factory):
 def exported(run_dir, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("saved_models"))
     code = cli.main(["export", "--run", run_dir, "--export-root", root, "--tflite", "float32,float16,dynamic-int8",
-                     "--parity-examples", "24"])
+                     "--parity-examples", "24", "--serving-precision", "off"])
     assert code == 0
     return root
 
@@ -58,6 +58,50 @@ def test_saved_model_serves_raw_text_in_a_process_without_keras(run_dir, exporte
     expected = keras_probabilities(run_dir, REVIEWS)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-4)
     assert served["class_name"] == [["neg", "pos"][k] for k in expected.argmax(1)]
+
+
+FIRST_REQUESTS_SCRIPT = """
+import json, sys, time
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+from kerasbert.serving import replay_warmup_requests
+loaded = tf.saved_model.load(sys.argv[1])
+replayed = replay_warmup_requests(sys.argv[1], loaded)
+serve = loaded.signatures["serving_default"]
+seconds = []
+for text in json.loads(sys.argv[2]):
+    started = time.perf_counter()
+    serve(text=tf.constant([text]))
+    seconds.append(time.perf_counter() - started)
+print(json.dumps({"replayed": replayed, "seconds": seconds}))
+"""
+
+
+def test_first_request_after_a_warm_load_is_as_fast_as_the_tenth(exported, real_reviews):
+    version = os.path.join(exported, "kerasbert", "1")
+    reviews = [text for text, _ in real_reviews[:10]]
+    result = subprocess.run([sys.executable, "-c", FIRST_REQUESTS_SCRIPT, version, json.dumps(reviews)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["replayed"] == (32 // 16) * 2, "batch 1 and 32 at every width up to the run's 32 tokens"
+    first, rest = measured["seconds"][0], sorted(measured["seconds"][1:])
+    assert first <= 2 * rest[len(rest) // 2], measured["seconds"]
+
+
+def test_auto_serving_precision_is_bf16_on_a_bf16_cpu_unless_it_misses_parity(run_dir, tmp_path, monkeypatch):
+    from kerasbert.hardware import Hardware
+
+    monkeypatch.setattr(export, "detect_hardware", lambda: Hardware("AMD EPYC 9R14", ("avx2", "avx512_bf16"), 2))
+    arguments = ["export", "--run", run_dir, "--tflite", "", "--parity-examples", "24"]
+    assert cli.main(arguments + ["--export-root", str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a" / "kerasbert" / "1" / "parity.json").read_text())
+    assert (report["artifact"], report["precision"]) == ("saved_model-bf16", "mixed_bfloat16")
+    monkeypatch.setitem(parity.AGREEMENT_BARS, "saved_model-bf16", 1.01)  # a bar bf16 cannot meet
+    assert cli.main(arguments + ["--export-root", str(tmp_path / "b")]) == 0
+    report = json.loads((tmp_path / "b" / "kerasbert" / "1" / "parity.json").read_text())
+    assert (report["artifact"], report["precision"]) == ("saved_model", "float32")
+    assert os.listdir(tmp_path / "b" / "kerasbert") == ["1"], "the bf16 attempt left nothing behind"
 
 
 def test_versions_and_parity_files(exported):
@@ -135,6 +179,13 @@ def test_predict_cli_streams_files_to_jsonl(run_dir, exported, tmp_path, capsys)
                          "--batch-size", "3"]) == 0
         rows = [json.loads(line) for line in output.read_text().splitlines()]
         assert len(rows) == 4 and {row["label"] for row in rows} <= {"neg", "pos"}
+        assert [row["line"] for row in rows] == ([1, 2, 3, 4] if name.endswith(".txt") else
+                                                 [2, 3, 4, 5] if name.endswith(".csv") else [1, 2, 3, 4])
+        assert [row.get("id") for row in rows] == (["0", "1", "2", "3"] if name.endswith(".csv") else [None] * 4)
+    assert cli.main(["predict", "--model", model, "--input", str(tmp_path / "reviews.csv"), "--output",
+                     str(tmp_path / "reviews.csv")]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert (tmp_path / "reviews.csv").read_text() == inputs["reviews.csv"]
     assert cli.main(["predict", "--model", model, "A joyful film."]) == 0
     label, probability, text = capsys.readouterr().out.strip().splitlines()[-1].split("\t")
     assert label in ("neg", "pos") and 0.5 <= float(probability) <= 1 and text == "A joyful film."
@@ -198,13 +249,11 @@ def test_export_bad_input(run_dir, tmp_path, capsys):
 
 def test_tflite_tokenizer_matches_the_kerashub_preprocessor_on_real_reviews(preset_path):
     from kerasbert import data
-    from kerasbert.config import TrainConfig
     from kerasbert.model import ReviewPreprocessor
     from tests.conftest import TFDS_DIR
 
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=128, truncation="head+tail")
-    reviews = data.load_splits(TrainConfig(data_dir=str(TFDS_DIR), max_train_examples=10,
-                                           max_test_examples=300)).test.texts.tolist()
+    reviews = data.load_splits(data_dir=str(TFDS_DIR), max_train_examples=10, max_test_examples=300).test.texts.tolist()
     accented = ["Amélie and Zoë were naïve; Björk's Selma in Dancer in the Dark is a tour de force.",
                 "CRÈME BRÛLÉE, Señor Almodóvar: déjà vu."]
     assert tflite.tokenizer_mismatches(preprocessor, accented) == []
@@ -226,7 +275,7 @@ def test_a_fitted_classifier_exports_without_a_run_directory(run_dir, tmp_path):
     from kerasbert.model import load_classifier
 
     classifier = load_classifier(os.path.join(run_dir, "model.keras"))
-    path = export.saved_model(classifier, str(tmp_path / "imdb"))
+    path = export.saved_model(classifier, str(tmp_path / "imdb"), precision="off")
     assert path == str(tmp_path / "imdb" / "1")
     served = load_predictor(path)
     assert served.class_names == ["neg", "pos"]

@@ -1,5 +1,6 @@
-"""The package's shape (no import cycles between kerasbert's modules) and the test suite's
-(without ../shared, only the tests that read it fail)."""
+"""The package's shape (no import cycles, short modules, the library apart from the job,
+docstring examples that run) and the test suite's (without ../shared, only the tests that
+read it fail)."""
 
 import ast
 import pathlib
@@ -59,6 +60,28 @@ def test_kerasbert_has_no_import_cycle():
     graph = import_graph()
     assert len(graph) > 10 and "kerasbert.training" in graph
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+# The command-line jobs: the only modules that read a TrainConfig. The library takes numbers.
+JOB_MODULES = {"kerasbert.config", "kerasbert.arguments", "kerasbert.cli", "kerasbert.training", "kerasbert.parity"}
+
+
+def names_used(path):
+    return {node.id for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Name)} | {
+        alias.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)
+        for alias in node.names}
+
+
+def test_only_the_jobs_use_the_command_line_config():
+    users = {f"kerasbert.{path.stem}" for path in PACKAGE.glob("*.py") if "TrainConfig" in names_used(path)}
+    assert "kerasbert.arguments" in users
+    assert users <= JOB_MODULES, f"library modules that take a TrainConfig: {sorted(users - JOB_MODULES)}"
+
+
+def test_no_module_is_long():
+    lengths = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
+    assert max(lengths.values()) > 100
+    assert not {name: n for name, n in lengths.items() if n > 300}
 
 
 def test_without_shared_data_only_the_tests_that_read_it_fail_each_with_one_line(tmp_path):

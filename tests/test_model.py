@@ -9,13 +9,12 @@ import pytest
 import tensorflow as tf
 
 from kerasbert import model
-from kerasbert.config import TrainConfig
+from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import Gpu, Hardware
 from kerasbert.fused_layers import uses_fused_layers
 from kerasbert.model import (ReviewPreprocessor, TextClassifier, attach_preprocessor, build_classifier,
                              load_classifier, save_classifier)
-from kerasbert.training import compile_classifier
 from tests.conftest import assert_same_predictions
 
 WORDS = "one two three four five six seven eight nine ten"
@@ -111,7 +110,7 @@ def test_auto_precision_builds_and_compiles_for_the_hardware(preset_path, monkey
     classifier, _ = build_classifier(preset_path, 2, 32)
     assert classifier.dtype_policy.name == policy
     assert classifier.backbone.dtype_policy.name == policy
-    compile_classifier(classifier, TrainConfig(), total_steps=10)
+    classifier.compile(optimizer=adamw_with_warmup(5e-5, total_steps=10, loss_scaling=loss_scaling))
     assert isinstance(classifier.optimizer, keras.optimizers.LossScaleOptimizer) == loss_scaling
 
 

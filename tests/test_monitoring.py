@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kerasbert import cli, rundir
-from kerasbert.data import LabeledTexts
+from kerasbert.texts import LabeledTexts
 from kerasbert.monitoring import misclassified_table
 from kerasbert.plots import precision_recall_curve
 from kerasbert.report import REPORT_FILE, TRAINING_CURVES_PNG, read_scalars
@@ -135,6 +135,8 @@ def test_images_and_pr_curves_are_served(server, finished_run):
     assert recall[0] == pytest.approx(1.0), "threshold 0 recalls every positive"
     positives = metrics["test"]["per_class"]["pos"]["support"]
     assert curve["true_positives"][0] == positives
+    everyone = positives + metrics["test"]["per_class"]["neg"]["support"]
+    assert precision[0] == pytest.approx(positives / everyone, abs=1e-3), "threshold 0 calls every review positive"
 
 
 def png_size(path):

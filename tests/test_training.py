@@ -28,11 +28,28 @@ def test_warmup_then_linear_decay():
 def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
     config = tiny_config(tmp_path, max_train_examples=16, validation_split=0.0, epochs=8, learning_rate=3e-4,
                          warmup_ratio=0.0, dropout=0.0)
-    splits = data.load_splits(config)
+    splits = data.load_splits(**config.data_options())
     tuned = fine_tune(config, preset_path, splits, config.output_dir)
     losses = tuned.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
     assert tuned.history["accuracy"][-1] >= 0.9
+
+
+def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
+    # A learning rate this small leaves every prediction, so validation accuracy, unchanged.
+    # Braces and brackets in the path: Keras formats checkpoint paths and glob reads brackets; neither may.
+    config = tiny_config(tmp_path / "run {epoch} [1]", epochs=4, early_stopping_patience=1, learning_rate=1e-12,
+                         backup_every_steps=3)
+    metrics = train_and_evaluate(config)
+    assert metrics["epochs_run"] == 2, "epoch 2 did not improve on epoch 1: the run stops there"
+    assert metrics["optimizer_steps"] == 2 * 4
+    assert not os.path.exists(os.path.join(config.output_dir, rundir.BACKUP_DIR))
+    assert os.path.isfile(os.path.join(config.output_dir, rundir.BEST_WEIGHTS))
+    assert set(os.listdir(os.path.dirname(config.output_dir))) == {"run", "latest"}, "nothing else beside the run"
+    leftovers = [name for _, _, names in os.walk(config.output_dir) for name in names if name.startswith(".tmp-")]
+    assert leftovers == [], "every temporary file was renamed into place"
+    with_patience = tiny_config(tmp_path / "patient", epochs=3, early_stopping_patience=0, learning_rate=1e-12)
+    assert train_and_evaluate(with_patience)["epochs_run"] == 3, "patience 0 never stops early"
 
 
 def test_run_directory_holds_config_metrics_model_and_plot(finished_run):
@@ -59,7 +76,7 @@ def test_run_directory_holds_config_metrics_model_and_plot(finished_run):
 def test_saved_model_reproduces_the_reported_test_accuracy(finished_run):
     config, metrics = finished_run
     classifier = load_classifier(os.path.join(config.output_dir, "model.keras"))
-    test = data.load_splits(config).test
+    test = data.load_splits(**config.data_options()).test
     probabilities = classifier.predict(test.texts.astype(str), verbose=0)
     accuracy = np.mean(np.argmax(probabilities, axis=1) == test.labels)
     assert accuracy == pytest.approx(metrics["test"]["accuracy"])

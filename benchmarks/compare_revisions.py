@@ -1,0 +1,82 @@
+"""The same `train.py` command on two git revisions, alternating (A B A B ...), on this machine:
+test accuracy and throughput side by side, from each run's metrics.json.
+
+    python benchmarks/compare_revisions.py 9c7dba3 HEAD --rounds 2 --seeds 0,1 -- \
+        --max-train-examples 5000 --max-test-examples 5000
+
+Each revision is extracted with `git archive` into a temporary folder and run with this
+checkout's virtual environment (the revisions must share requirements). Arguments after `--`
+go to `train.py` of both; `--seed` and `--output-dir` are set here.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def extract(revision, folder):
+    archive = subprocess.run(["git", "-C", ROOT, "archive", revision], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+
+
+def run(folder, train_args, seed, output):
+    environment = {**os.environ, "PYTHONPATH": folder, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, os.path.join(folder, "train.py"), *train_args, "--seed", str(seed),
+               "--output-dir", output]
+    completed = subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True)
+    if completed.returncode:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
+    with open(os.path.join(output, "metrics.json")) as file:
+        metrics = json.load(file)
+    return {"accuracy": metrics["test"]["accuracy"], "train": metrics["timing"]["train_sequences_per_second"],
+            "eval": metrics["timing"]["eval_sequences_per_second"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "compare_revisions.md"))
+    args, train_args = parser.parse_known_args()
+    train_args = [arg for arg in train_args if arg != "--"]
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from machine import results_heading
+
+    work = tempfile.mkdtemp(prefix="kerasbert-revisions-")
+    folders = {}
+    for revision in (args.before, args.after):
+        folders[revision] = os.path.join(work, revision.replace("/", "_"))
+        os.makedirs(folders[revision])
+        extract(revision, folders[revision])
+    rows = []
+    for round_number in range(1, args.rounds + 1):
+        for seed in seeds:
+            for revision in (args.before, args.after):
+                output = os.path.join(work, "runs", f"{revision.replace('/', '_')}-seed{seed}-round{round_number}")
+                result = {"revision": revision, "seed": seed, "round": round_number,
+                          **run(folders[revision], train_args, seed, output)}
+                rows.append(result)
+                print(json.dumps(result), flush=True)
+    lines = [results_heading(), f"`train.py {' '.join(train_args)}` on each revision, alternating.\n",
+             "| revision | seed | round | test accuracy | train seq/s | eval seq/s |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['revision']} | {row['seed']} | {row['round']} | error: {row['error']} | | |")
+        else:
+            lines.append(f"| {row['revision']} | {row['seed']} | {row['round']} | {row['accuracy']:.4f} | "
+                         f"{row['train']:.2f} | {row['eval']:.1f} |")
+    with open(args.results, "a") as results:
+        results.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The command lines of `train.py` and `export.py`, generated from the config
+dataclasses: one option per field (name, type, default, help text, choices).
+
+Example:
+
+>>> config_from_args(["--epochs", "2", "--max-seq-length", "128"]).epochs
+2
+"""
+
+import argparse
+import json
+import sys
+
+from kerasbert.config import ExportConfig, TrainConfig, fields, flag
+from kerasbert.errors import KerasbertError
+
+TRAIN_DESCRIPTION = ("Fine-tune a pre-trained BERT into a text classifier, evaluate it on the test split "
+                     "and save it in a run directory.")
+EXPORT_DESCRIPTION = ("Export a trained run as a TF Serving SavedModel and TFLite models, each checked "
+                      "against the Keras model on test reviews (parity.json).")
+
+
+def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DESCRIPTION):
+    """An argparse parser with one option per field of the dataclass `cls`."""
+    # No abbreviations: `--max-seq 48` must not quietly mean --max-seq-length.
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, field in fields(cls).items():
+        kwargs = {"help": field.metadata["help"], "default": field.default, "dest": name}
+        if field.type in (bool, "bool"):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = {"int": int, "float": float, "str": str}.get(field.type, field.type)
+            kwargs["metavar"] = kwargs["type"].__name__.upper()
+        if "choices" in field.metadata:
+            kwargs["choices"] = field.metadata["choices"]
+            kwargs.pop("metavar", None)
+        if field.metadata.get("required"):
+            kwargs["required"] = True
+            kwargs.pop("default")
+        parser.add_argument(f"--{flag(name)}", **kwargs)
+    return parser
+
+
+def config_from_args(argv=None, prog="train.py"):
+    """Parse command-line arguments into a validated `TrainConfig`.
+
+    `--config runs/X/config.json` replays a run: every option comes from that
+    file (but --output-dir, --resume and --overwrite), except the options
+    given explicitly on the command line. `--quick` fills in its profile
+    values for the options not given explicitly either.
+    """
+    parser = build_argument_parser(TrainConfig, prog)
+    parser.add_argument("--config", metavar="JSON", help="Replay a run: take every option from its config.json "
+                        "(e.g. runs/latest/config.json); options given here override it.")
+    values = vars(parser.parse_args(argv))
+    explicit = {name for name in fields() if _given(name, argv)}
+    replayed = values.pop("config")
+    if replayed:
+        recorded = TrainConfig.from_dict(read_recorded_config(replayed)).to_dict()
+        values.update({name: value for name, value in recorded.items()
+                       if name not in explicit and name not in TrainConfig.RESTART_OPTIONS})
+    if values["quick"]:
+        values.update({name: value for name, value in TrainConfig.QUICK_PROFILE.items() if name not in explicit})
+    return TrainConfig(**values)
+
+
+def read_recorded_config(path):
+    try:
+        with open(path) as file:
+            values = json.load(file)
+    except OSError as error:
+        raise KerasbertError(f"--config {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise KerasbertError(f"--config {path} is not valid JSON ({error})") from None
+    if not isinstance(values, dict):
+        raise KerasbertError(f"--config {path} must hold one JSON object of options")
+    return values
+
+
+def export_config_from_args(argv=None, prog="export.py"):
+    parser = build_argument_parser(ExportConfig, prog, EXPORT_DESCRIPTION)
+    return ExportConfig(**vars(parser.parse_args(argv)))
+
+
+def _given(name, argv):
+    argv = sys.argv[1:] if argv is None else argv
+    options = (f"--{flag(name)}", f"--no-{flag(name)}")
+    return any(arg.split("=", 1)[0] in options for arg in argv)

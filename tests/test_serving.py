@@ -1,0 +1,78 @@
+"""What TF Serving loads, on a tiny random classifier: requests padded only to their longest
+text, warm-up requests for every padded width, the batching file, the served precision."""
+
+import os
+
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+from kerasbert import export, serving
+from kerasbert.model import TextClassifier, preprocessor_from_vocabulary
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+TEXTS = ["the film was good", "the story was not bad but the acting felt long and slow",
+         " ".join(serving.WARMUP_WORDS * 4)]
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    vocabulary = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocabulary.write_text("\n".join(SPECIAL + sorted(set(serving.WARMUP_WORDS))) + "\n")
+    preprocessor = preprocessor_from_vocabulary(str(vocabulary), sequence_length=48, truncation="head+tail")
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=preprocessor.tokenizer.vocabulary_size(), num_layers=1,
+                                             num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=48)
+    return TextClassifier(backbone, class_names=["neg", "pos"], preprocessor=preprocessor)
+
+
+def test_warmup_texts_cover_every_padded_width_at_each_batch_size(tiny_classifier):
+    requests = serving.warmup_texts(48)
+    assert sorted({len(texts) for texts in requests}) == list(serving.WARMUP_BATCH_SIZES)
+    widths = []
+    for texts in requests[:len(requests) // 2]:
+        packed = tiny_classifier.preprocessor.tokenize_and_pack(tf.constant(texts))
+        widths.append(int(tf.reduce_sum(packed["padding_mask"])))
+        assert not np.any(packed["token_ids"].numpy() == 1), "every warm-up word is in the vocabulary"
+    assert widths == [16, 32, 48]
+
+
+def test_saved_model_pads_each_request_to_its_longest_text_only(tiny_classifier, tmp_path):
+    version = export.saved_model(tiny_classifier, str(tmp_path / "imdb"), precision="off")
+    loaded = tf.saved_model.load(version)
+    served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
+    full = tiny_classifier.preprocessor.tokenize_and_pack(tf.constant(TEXTS))
+    padded = loaded.signatures["predict_tokens"](**full)["probabilities"].numpy()
+    np.testing.assert_allclose(served, padded, atol=1e-5)
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    assert any("StridedSlice" in node.op for function in graph.library.function for node in function.node_def)
+
+
+def test_saved_model_carries_warmup_requests_and_a_batching_file(tiny_classifier, tmp_path):
+    version = export.saved_model(tiny_classifier, str(tmp_path / "imdb"), precision="off")
+    records = list(tf.data.TFRecordDataset(os.path.join(version, serving.WARMUP_FILE)).as_numpy_iterator())
+    assert len(records) == len(serving.warmup_texts(48))
+    request = prediction_log_pb2.PredictionLog.FromString(records[0]).predict_log.request
+    assert request.model_spec.name == "imdb" and request.model_spec.signature_name == "serving_default"
+    assert tf.make_ndarray(request.inputs["text"]).shape == (1,)
+    assert serving.replay_warmup_requests(version, tf.saved_model.load(version)) == len(records)
+    batching = open(os.path.join(version, serving.BATCHING_FILE)).read()
+    assert "max_batch_size { value: " in batching and "num_batch_threads { value: " in batching
+
+
+def test_served_precision_is_the_one_asked_for(tiny_classifier, tmp_path):
+    float32 = tf.saved_model.load(export.saved_model(tiny_classifier, str(tmp_path / "a"), precision="off"))
+    bf16 = tf.saved_model.load(export.saved_model(tiny_classifier, str(tmp_path / "b"), precision="bf16"))
+
+    def matmul_types(loaded):
+        graph = loaded.signatures["serving_default"].graph.as_graph_def()
+        nodes = [node for function in graph.library.function for node in function.node_def]
+        return {tf.dtypes.as_dtype(node.attr["T"].type).name for node in nodes if node.op in ("MatMul", "BatchMatMulV2",
+                                                                                             "Einsum")}
+
+    assert matmul_types(float32) == {"float32"}
+    assert "bfloat16" in matmul_types(bf16)
+    outputs = [model.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
+               for model in (float32, bf16)]
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-2)
