@@ -31,7 +31,8 @@ def test_warmup_texts_cover_every_padded_width_at_each_batch_size(tiny_classifie
     requests = serving.warmup_texts(48)
     assert sorted({len(texts) for texts in requests}) == list(serving.WARMUP_BATCH_SIZES)
     widths = []
-    for texts in requests[:len(requests) // 2]:
+    assert len(requests[0]) == max(serving.WARMUP_BATCH_SIZES) and len(requests[-1]) == 1, "single reviews last"
+    for texts in requests[len(requests) // 2:]:
         packed = tiny_classifier.preprocessor.tokenize_and_pack(tf.constant(texts))
         widths.append(int(tf.reduce_sum(packed["padding_mask"])))
         assert not np.any(packed["token_ids"].numpy() == 1), "every warm-up word is in the vocabulary"
@@ -55,7 +56,7 @@ def test_saved_model_carries_warmup_requests_and_a_batching_file(tiny_classifier
     assert len(records) == len(serving.warmup_texts(48))
     request = prediction_log_pb2.PredictionLog.FromString(records[0]).predict_log.request
     assert request.model_spec.name == "imdb" and request.model_spec.signature_name == "serving_default"
-    assert tf.make_ndarray(request.inputs["text"]).shape == (1,)
+    assert tf.make_ndarray(request.inputs["text"]).shape == (32,)
     assert serving.replay_warmup_requests(version, tf.saved_model.load(version)) == len(records)
     batching = open(os.path.join(version, serving.BATCHING_FILE)).read()
     assert "max_batch_size { value: " in batching and "num_batch_threads { value: " in batching
