@@ -48,7 +48,7 @@ def main():
     train_args = [arg for arg in train_args if arg != "--"]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from machine import results_heading
+    from machine import append_results, results_heading
 
     work = tempfile.mkdtemp(prefix="kerasbert-revisions-")
     folders = {}
@@ -73,9 +73,7 @@ def main():
         else:
             lines.append(f"| {row['revision']} | {row['seed']} | {row['round']} | {row['accuracy']:.4f} | "
                          f"{row['train']:.2f} | {row['eval']:.1f} |")
-    with open(args.results, "a") as results:
-        results.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_results(args.results, lines)
 
 
 if __name__ == "__main__":

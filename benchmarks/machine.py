@@ -15,6 +15,13 @@ from kerasbert.hardware import detect_hardware
 ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "TF_ENABLE_ONEDNN_OPTS")
 
 
+def append_results(path, lines):
+    """Append a results section to `path` and print it."""
+    with open(path, "a") as results:
+        results.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def results_heading():
     caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if name in os.environ]
     command = shlex.join(caps + ["python", *sys.argv])

@@ -318,6 +318,8 @@ def main():
 
 
 def write_results(args, heading, artifacts, speed, accuracy, threads):
+    from machine import append_results
+
     median = lambda runs, key: statistics.median(run[key] for run in runs if key in run)  # noqa: E731
     lines = [heading, f"{args.reviews} random IMDB test reviews (seed 0) in test order, at most 256 tokens; "
              f"latency over {args.latency_reviews} single reviews; medians of {args.rounds} interleaved rounds; "
@@ -333,9 +335,7 @@ def write_results(args, heading, artifacts, speed, accuracy, threads):
             lines.append(f"| {name} | {count} | {cell('batch_32')} | {cell('batch_64')} | {cell('batch_1')} | "
                          f"{cell('p50_ms')} | {cell('p99_ms')} | {cell('first_request_ms')} | "
                          f"{cell('tenth_request_ms')} | {acc} |")
-    with open(args.results, "a") as results:
-        results.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    append_results(args.results, lines)
 
 
 if __name__ == "__main__":

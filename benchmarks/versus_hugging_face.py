@@ -285,9 +285,9 @@ class KerasbertWorker:
         from kerasbert.optimizers import adamw_with_warmup
 
         config = self.config
-        self.classifier.compile(optimizer=adamw_with_warmup(
-            config.learning_rate, steps, config.warmup_ratio, config.weight_decay, config.clip_norm,
-            loss_scaling=self.classifier.dtype_policy.name == "mixed_float16"), jit_compile=config.jit_compile)
+        self.classifier.compile(optimizer=adamw_with_warmup(config.learning_rate, steps, config.warmup_ratio,
+                                                            config.weight_decay, config.clip_norm),
+                                jit_compile=config.jit_compile)
 
     def training_data(self, part):
         from kerasbert import data

@@ -24,7 +24,6 @@ DEFAULT_PRESET = "all_minilm_l6_v2_offline"
 TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
 
 
-
 def option(default, help, **extra):
     """A dataclass field carrying its command-line help text."""
     return dataclasses.field(default=default, metadata={"help": help, **extra})

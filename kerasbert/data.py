@@ -136,7 +136,7 @@ def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True
     Build it outside a `strategy.scope()`: it counts its passes in a variable.
     """
     texts, labels = tf.constant(list(data.texts), dtype=tf.string), tf.constant(data.labels)
-    count = len(data)
+    count, lengths = len(data), tf.strings.length(texts)
     with tf.device("/cpu:0"):
         passes_started = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False, name="passes_started")
 
@@ -145,7 +145,7 @@ def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True
         order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([seed, 2 * epoch]))
         starts = tf.range(0, count, batch_size)
         if length_bucketing:
-            order = sorted_within_windows(order, tf.strings.length(texts), batch_size * BUCKET_WINDOW_BATCHES)
+            order = sorted_within_windows(order, lengths, batch_size * BUCKET_WINDOW_BATCHES)
             starts = tf.random.experimental.stateless_shuffle(starts, seed=tf.stack([seed, 2 * epoch + 1]))
         dataset = tf.data.Dataset.from_tensor_slices(starts).skip(skip_batches)  # skipping costs nothing here
         return dataset.map(lambda start: (tf.gather(texts, order[start:start + batch_size]),

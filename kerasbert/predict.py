@@ -95,13 +95,10 @@ def load_predictor(path):
 def read_texts(path):
     """(line number, id or None, text) of every text in a .txt (one text a line), .csv/.tsv
     (`text` column, optional `id`) or .jsonl (`text` field, optional `id`) file; blank lines skipped."""
-    from kerasbert.texts import decode_text, read_rows
+    from kerasbert.texts import read_file_text, read_rows
 
     if os.path.splitext(path)[1].lower() == ".txt":
-        if not os.path.isfile(path):
-            raise KerasbertError(f"input file {path} does not exist")
-        with open(path, "rb") as file:
-            lines = decode_text(file.read(), path).split("\n")
+        lines = read_file_text(path).split("\n")
         records = [(number, None, line.rstrip("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
     else:
         records = [(number, row.get("id"), row["text"]) for number, row in read_rows(path, ("text",))]

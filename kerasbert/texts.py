@@ -106,6 +106,14 @@ def acl_imdb_split(found, split):
     return LabeledTexts(np.array(texts, dtype=object), np.array(labels, dtype="int32"))
 
 
+def read_file_text(path, what="input file"):
+    """A whole UTF-8 file as text; a missing file or bad bytes give one-line errors."""
+    if not os.path.isfile(path):
+        raise KerasbertError(f"{what} {path} does not exist")
+    with open(path, "rb") as file:
+        return decode_text(file.read(), path)
+
+
 def decode_text(data, where):
     """UTF-8 bytes as text, without a byte-order mark."""
     try:
@@ -156,10 +164,7 @@ def read_rows(path, required, what="input file"):
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in TABLE_SUFFIXES:
         raise KerasbertError(f"{path}: unknown file type (expected .csv, .tsv or .jsonl)")
-    if not os.path.isfile(path):
-        raise KerasbertError(f"{what} {path} does not exist")
-    with open(path, "rb") as file:
-        content = decode_text(file.read(), path)
+    content = read_file_text(path, what)
     delimiter = TABLE_SUFFIXES[suffix]
     rows = delimited_rows(content, path, delimiter, required) if delimiter else json_lines(content, path, required)
     return list(rows)

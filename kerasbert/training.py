@@ -92,10 +92,10 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
             preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
             precision.name, config.backbone_dropout, config.fused_layers, splits.class_names,
         )
-        classifier.compile(optimizer=adamw_with_warmup(
-            config.learning_rate, config.epochs * steps_per_epoch, config.warmup_ratio, config.weight_decay,
-            config.clip_norm, loss_scaling=classifier.dtype_policy.name == "mixed_float16",
-        ), jit_compile=config.jit_compile)
+        # Keras wraps the optimizer for loss scaling itself when the model computes in float16.
+        classifier.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
+                                                       config.warmup_ratio, config.weight_decay, config.clip_norm),
+                           jit_compile=config.jit_compile)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
         state = backup.restore(classifier) if backup.exists() and not config.overwrite else None
     if state:
