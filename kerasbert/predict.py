@@ -95,9 +95,12 @@ def load_predictor(path):
 def read_texts(path):
     """(line number, id or None, text) of every text in a .txt (one text a line), .csv/.tsv
     (`text` column, optional `id`) or .jsonl (`text` field, optional `id`) file; blank lines skipped."""
-    from kerasbert.texts import read_file_text, read_rows
+    from kerasbert.texts import TABLE_SUFFIXES, read_file_text, read_rows
 
-    if os.path.splitext(path)[1].lower() == ".txt":
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix != ".txt" and suffix not in TABLE_SUFFIXES:
+        raise KerasbertError(f"{path}: unknown file type (expected .txt, .csv, .tsv or .jsonl)")
+    if suffix == ".txt":
         lines = read_file_text(path).split("\n")
         records = [(number, None, line.rstrip("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
     else:
