@@ -281,7 +281,7 @@ def main():
 
     from kerasbert.model import load_classifier
     from kerasbert.presets import resolve_preset
-    from kerasbert.rundir import read_json
+    from kerasbert.files import read_json
     from machine import results_heading
 
     classifier = load_classifier(os.path.join(args.run, "model.keras"))

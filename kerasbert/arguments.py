@@ -20,11 +20,21 @@ EXPORT_DESCRIPTION = ("Export a trained run as a TF Serving SavedModel and TFLit
                       "against the Keras model on test reviews (parity.json).")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse without abbreviations (`--max-seq 48` must not quietly mean --max-seq-length)
+    whose errors are one line (`KerasbertError`), not the usage text and a SystemExit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        raise KerasbertError(f"{message} (`{self.prog} --help` lists the options)")
+
+
 def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DESCRIPTION):
     """An argparse parser with one option per field of the dataclass `cls`."""
-    # No abbreviations: `--max-seq 48` must not quietly mean --max-seq-length.
-    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog=prog, description=description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name, field in fields(cls).items():
         kwargs = {"help": field.metadata["help"], "default": field.default, "dest": name}
         if field.type in (bool, "bool"):

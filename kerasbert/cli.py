@@ -35,9 +35,9 @@ def export_command(argv):
 
 
 def predict_command(argv):
-    import argparse
+    from kerasbert.arguments import ArgumentParser
 
-    parser = argparse.ArgumentParser(prog="kerasbert predict", description="Label texts with a trained model.")
+    parser = ArgumentParser(prog="kerasbert predict", description="Label texts with a trained model.")
     parser.add_argument("texts", nargs="*", help="Texts to label (or use --input).")
     parser.add_argument("--model", required=True, help="A .keras file, a SavedModel version folder or a .tflite file.")
     parser.add_argument("--input", help="A .txt (one text a line), .csv/.tsv (text column, optional id) or .jsonl "
@@ -64,9 +64,9 @@ def predict_command(argv):
 
 
 def report_command(argv):
-    import argparse
+    from kerasbert.arguments import ArgumentParser
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kerasbert report",
         description="Print a finished run's config, metrics and timings, and write <run>/report.md with "
                     "its pictures (training curves drawn from the TensorBoard events).")
@@ -100,6 +100,7 @@ def main(argv=None):
         print(USAGE)
         return 0 if argv else 2
     if argv[0] not in COMMANDS:
-        print(f"error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        print(f"error: unknown command {argv[0]!r} (commands: {', '.join(COMMANDS)}; `kerasbert --help`)",
+              file=sys.stderr)
         return 2
     return run(COMMANDS[argv[0]], argv[1:])

@@ -224,7 +224,7 @@ class TrainConfig:
         return cls(**values)
 
     def save(self, path):
-        from kerasbert.rundir import write_json
+        from kerasbert.files import write_json
 
         write_json(path, self.to_dict())
 

@@ -102,10 +102,15 @@ def read_tfds(name, data_dir):
     if builder.info.supervised_keys is None:
         raise KerasbertError(f"{name} has no supervised (text, label) keys")
     class_names = builder.info.features[builder.info.supervised_keys[1]].names
-    train, test = (
-        labeled_texts_from(builder.as_dataset(split=split, as_supervised=True, shuffle_files=False))
-        for split in ("train", "test")
-    )
+    try:
+        train, test = (
+            labeled_texts_from(builder.as_dataset(split=split, as_supervised=True, shuffle_files=False))
+            for split in ("train", "test")
+        )
+    except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
+        first_line = error.message.splitlines()[0] if error.message else type(error).__name__
+        raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line}); "
+                             "prepare it again with tfds or point --data-dir at a good copy") from None
     return train, test, class_names
 
 

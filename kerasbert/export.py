@@ -25,14 +25,14 @@ import shutil
 
 import tensorflow as tf
 
-from kerasbert import rundir
+from kerasbert import files, rundir
 from kerasbert.config import TFLITE_FORMATS
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.model import load_classifier
 from kerasbert.parity import ParityCheck, parity_examples
 from kerasbert.progress import phase
-from kerasbert.rundir import next_version, publish_directory, staging_directory
+from kerasbert.files import next_version, publish_directory, staging_directory
 from kerasbert.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
 from kerasbert.tflite import export_tflite
 
@@ -45,15 +45,16 @@ def load_run(run_dir):
     metrics_path = os.path.join(run_dir, rundir.METRICS_FILE)
     if not os.path.isfile(model_path) or not os.path.isfile(metrics_path):
         raise KerasbertError(f"{run_dir} holds no finished run (no {rundir.MODEL_FILE} or {rundir.METRICS_FILE})")
-    return load_classifier(model_path), rundir.read_json(metrics_path)["class_names"]
+    return load_classifier(model_path), files.read_json(metrics_path)["class_names"]
 
 
 def export_run(config):
     """Everything `export.py` does: SavedModel, then TFLite variants, each parity-checked."""
-    phase(f"loading {config.run}")
-    classifier, class_names = load_run(config.run)
     model_root = os.path.join(config.export_root, config.model_name)
     version = config.version or next_version(model_root)
+    check_destinations(model_root, version, config)  # before minutes of loading and parity checks
+    phase(f"loading {config.run}")
+    classifier, class_names = load_run(config.run)
     parity = None
     if config.parity_examples:
         phase(f"running the Keras model (float32) on {config.parity_examples} test reviews for the parity checks")
@@ -66,6 +67,20 @@ def export_run(config):
                                    os.path.join(model_root, "tflite"), version, config.overwrite, parity))
         phase(f"TFLite ({', '.join(config.tflite_formats())}): {paths[1]}")
     return paths
+
+
+def check_destinations(model_root, version, config):
+    """Refuse an export root or model folder that is a file or not writable, and a version that
+    exists (SavedModel or TFLite) without --overwrite."""
+    for folder in (model_root, os.path.join(model_root, "tflite")):
+        files.check_can_create(folder, "export folder")
+    targets = [os.path.join(model_root, str(version))]
+    if config.tflite_formats():
+        targets.append(os.path.join(model_root, "tflite", str(version)))
+    for target in targets:
+        if os.path.lexists(target) and not config.overwrite:
+            raise KerasbertError(f"{target} already exists (pass --overwrite to replace it)")
+        files.check_can_create(target, "export version")
 
 
 def saved_model(classifier, directory, version=0, overwrite=False, precision="auto"):
@@ -124,7 +139,7 @@ def export_saved_model(classifier, class_names, model_root, version, overwrite=F
             module = ServingModule(classifier, class_names, candidate.policy)
             tf.saved_model.save(module, staged, signatures=module.signatures())
             write_warmup_requests(staged, os.path.basename(model_root), classifier.preprocessor.sequence_length)
-            rundir.write_text_atomically(os.path.join(staged, BATCHING_FILE), batching_parameters(os.cpu_count()))
+            files.write_text_atomically(os.path.join(staged, BATCHING_FILE), batching_parameters(os.cpu_count()))
             if parity is not None:
                 served = tf.saved_model.load(staged).signatures["serving_default"]
                 artifact = "saved_model" if candidate.name == "off" else f"saved_model-{candidate.name}"

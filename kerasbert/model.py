@@ -25,7 +25,7 @@ import tensorflow as tf
 from kerasbert.errors import KerasbertError
 from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.rundir import written_atomically
+from kerasbert.files import written_atomically
 
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
 TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
@@ -220,8 +220,9 @@ def inference_copy(classifier, dtype=None, fused_layers=None):
 
     `dtype="float32"` turns a mixed-precision model into a float32 one (its
     variables are float32 already), as TFLite wants; `dtype="mixed_bfloat16"`
-    makes any copy compute in bfloat16, as a server with native bf16 wants. The copy
-    has fused layers if `fused_layers`, or (None) if the classifier has.
+    makes any copy compute in bfloat16, and `dtype="bfloat16"` also stores its
+    weights in bfloat16, as a server with native bf16 wants. The copy has fused
+    layers if `fused_layers`, or (None) if the classifier has.
     """
     config = keras.saving.serialize_keras_object(classifier)
     config["config"]["preprocessor"] = None
@@ -253,8 +254,9 @@ def token_probabilities(model, token_ids, segment_ids, padding_mask):
 
 def with_compute_dtype(config, dtype):
     """A serialized model config whose dtype policies compute in `dtype`: mixed-precision
-    policies become `dtype`, and float32 ones too when `dtype` is a mixed policy."""
-    replaced = ("mixed_", "float32") if dtype.startswith("mixed_") else ("mixed_",)
+    policies become `dtype`, and float32 ones too unless `dtype` is float32. (Layer
+    normalization computes in float32 whatever its policy.)"""
+    replaced = ("mixed_",) if dtype == "float32" else ("mixed_", "float32")
     if isinstance(config, dict):
         if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith(replaced):
             return {**config, "config": {**config["config"], "name": dtype}}
@@ -279,13 +281,14 @@ def load_classifier(path):
     if not os.path.isfile(path):
         raise KerasbertError(f"model file {path} does not exist")
     try:
-        with warnings.catch_warnings():
-            # KerasHub tasks compile themselves on construction, so every saved
-            # task carries a default compile config Keras then warns it cannot restore.
+        with warnings.catch_warnings():  # every saved KerasHub task carries a compile config Keras cannot restore
             warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called", category=UserWarning)
             classifier = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
+    if not isinstance(classifier, keras_hub.models.TextClassifier) or classifier.preprocessor is None:
+        raise KerasbertError(f"{path} holds a {type(classifier).__name__}, not a text classifier with its "
+                             "tokenizer (a kerasbert model.keras, or a KerasHub TextClassifier with a preprocessor)")
     if not isinstance(classifier, TextClassifier):
         use_fused_layers(classifier)
     return classifier

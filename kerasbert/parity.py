@@ -9,7 +9,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasbert import data, rundir
+from kerasbert import data, files, rundir
 from kerasbert.config import TrainConfig
 from kerasbert.data import pipeline_options
 from kerasbert.errors import KerasbertError
@@ -44,7 +44,7 @@ class ParityCheck:
         candidate = np.concatenate([predict(list(self.texts[i:i + batch_size]))
                                     for i in range(0, len(self.texts), batch_size)])
         report = parity_report(self.reference, candidate, self.labels, artifact)
-        rundir.write_json(report_path, {**report, **extra})
+        files.write_json(report_path, {**report, **extra})
         check_parity(report, where)
         return report
 
@@ -72,6 +72,6 @@ def check_parity(report, where):
 
 def parity_examples(run_dir, count, seed=0):
     """`count` seeded test reviews (texts, labels) of the run's own test data."""
-    config = TrainConfig.from_dict(rundir.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
+    config = TrainConfig.from_dict(files.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
     test = data.load_splits(**config.data_options()).test.sample(count, seed)
     return test.texts.astype(str), test.labels

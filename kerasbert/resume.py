@@ -27,7 +27,7 @@ import shutil
 
 import keras
 
-from kerasbert import rundir
+from kerasbert import files
 from kerasbert.errors import KerasbertError
 
 STATE_FILE = "state.json"
@@ -71,17 +71,17 @@ class Backup:
     def save(self, model, state):
         os.makedirs(self.folder, exist_ok=True)
         name = f"step-{state.global_step:08d}.weights.h5"
-        with rundir.written_atomically(os.path.join(self.folder, name)) as temporary:
+        with files.written_atomically(os.path.join(self.folder, name)) as temporary:
             model.save_weights(temporary, overwrite=True)
         state.weights = name  # only once the weights it names are on disk
-        rundir.write_json(os.path.join(self.folder, STATE_FILE), dataclasses.asdict(state))
+        files.write_json(os.path.join(self.folder, STATE_FILE), dataclasses.asdict(state))
         for stale in os.listdir(self.folder):  # not glob: brackets in a folder name are just brackets
             if stale.endswith(".weights.h5") and stale != name:
                 os.remove(os.path.join(self.folder, stale))
 
     def read_state(self):
         try:
-            values = rundir.read_json(os.path.join(self.folder, STATE_FILE))
+            values = files.read_json(os.path.join(self.folder, STATE_FILE))
             return RunState(**values)
         except (OSError, ValueError, TypeError) as error:
             raise KerasbertError(f"backup {self.folder} is unreadable ({error}); start over with --overwrite") from None
@@ -123,7 +123,7 @@ class BestWeights(keras.callbacks.Callback):
         if value is not None and (self.best is None or value > self.best):
             self.best = float(value)
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with rundir.written_atomically(self.path) as temporary:
+            with files.written_atomically(self.path) as temporary:
                 self.model.save_weights(temporary, overwrite=True)
 
 

@@ -11,21 +11,19 @@ A run directory holds:
     metrics.json         test metrics, timings, throughput, peak memory
     confusion_matrix.png, precision_recall.png, training_curves.png
     report.md            config, metrics, timings and the pictures (kerasbert report)
+    .lock                held by the process writing the run, so no second one writes into it
 
-and `latest` beside it links to the last finished run.
+and, for runs under the default root `runs/`, `runs/latest` links to the last finished one.
 """
 
 import contextlib
-import ctypes
 import datetime
-import errno
-import glob
-import json
+import fcntl
 import os
 import shutil
-import tempfile
 
 from kerasbert.errors import KerasbertError
+from kerasbert.files import TEMPORARY_PREFIX, check_can_create, read_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -35,43 +33,83 @@ BEST_WEIGHTS = os.path.join("checkpoints", "best.weights.h5")
 BACKUP_DIR = "backup"
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 PRECISION_RECALL_PNG = "precision_recall.png"
+TRAINING_CURVES_PNG = "training_curves.png"
+REPORT_FILE = "report.md"
+LOCK_FILE = ".lock"
+BACKUP_STATE = os.path.join(BACKUP_DIR, "state.json")
+RUNS_ROOT = "runs"
+# What a run directory may hold; --overwrite empties nothing else.
+RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, MODEL_FILE, LOG_DIR, os.path.dirname(BEST_WEIGHTS), BACKUP_DIR,
+               CONFUSION_MATRIX_PNG, PRECISION_RECALL_PNG, TRAINING_CURVES_PNG, REPORT_FILE, LOCK_FILE}
 
 
 def default_run_directory():
-    return os.path.join("runs", datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
+    return os.path.join(RUNS_ROOT, datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S"))
 
 
-def latest_resumable_run(root="runs"):
-    """The most recently backed-up run under `root` that has not finished, or None."""
-    states = glob.glob(os.path.join(root, "*", BACKUP_DIR, "state.json"))
-    if not states:
+def interrupted_runs(root=RUNS_ROOT):
+    """Run directories under `root` holding a backup (started, not finished) that no process is
+    writing to now, newest backup first."""
+    found = []
+    for name in sorted(os.listdir(root)) if os.path.isdir(root) else []:  # not glob: brackets are just brackets
+        state = os.path.join(root, name, BACKUP_STATE)
+        if os.path.isfile(state) and not in_use(os.path.join(root, name)):
+            found.append((os.path.getmtime(state), os.path.join(root, name)))
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def in_use(run_dir):
+    """Whether a live process holds the run directory's lock."""
+    try:
+        handle = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(handle)
+
+
+def recorded_config(run_dir):
+    """The options a run directory was started with, or None if it has no readable config.json."""
+    try:
+        recorded = read_json(os.path.join(run_dir, CONFIG_FILE))
+    except (OSError, ValueError):
         return None
-    newest = max(states, key=os.path.getmtime)
-    return os.path.dirname(os.path.dirname(newest))
+    return recorded if isinstance(recorded, dict) else None
+
+
+def contents(path):
+    """What a directory holds, leaving out its lock file."""
+    return sorted(name for name in os.listdir(path) if name != LOCK_FILE) if os.path.isdir(path) else []
 
 
 def check_run_directory(path, overwrite):
-    """Refuse a directory that cannot be written, or holds files, unless `overwrite`.
+    """Refuse a directory that cannot be written, or holds files, unless `overwrite`; even
+    then, refuse one holding anything a kerasbert run does not write (`.`, a home folder).
 
     Nothing is created or removed here: this runs before the slow work, so a
     refused run leaves the directory as it was.
     """
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise KerasbertError(f"output directory {path} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+    check_can_create(path, "output directory")
+    held = contents(path)
+    if held and not overwrite:
         raise KerasbertError(f"output directory {path} exists and is not empty (pass --overwrite to replace it)")
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing) or "."
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
-        raise KerasbertError(f"output directory {path} is not writable ({existing} is not a writable directory)")
+    foreign = [name for name in held if name not in RUN_ENTRIES and not name.startswith(TEMPORARY_PREFIX)]
+    if foreign:
+        raise KerasbertError(f"--overwrite replaces only a kerasbert run directory, and {path} also holds "
+                             f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; choose another "
+                             "--output-dir")
 
 
 def create_run_directory(path, overwrite):
     """Create the directory, emptying it first when `overwrite` was given."""
     check_run_directory(path, overwrite)
     if overwrite and os.path.isdir(path):
-        for name in os.listdir(path):
+        for name in contents(path):
             full = os.path.join(path, name)
             shutil.rmtree(full) if os.path.isdir(full) and not os.path.islink(full) else os.remove(full)
     try:
@@ -81,140 +119,40 @@ def create_run_directory(path, overwrite):
     return path
 
 
-def point_latest_at(run_dir):
-    """Make `latest` beside the run directory a symlink to it (replaced atomically)."""
-    parent, name = os.path.split(os.path.abspath(run_dir))
-    temporary = os.path.join(parent, f".latest-{os.getpid()}")
-    os.symlink(name, temporary)
-    os.replace(temporary, os.path.join(parent, "latest"))
-
-
-def next_version(model_root):
-    versions = [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
-    return max(versions, default=0) + 1
-
-
-def staging_directory(root, version, overwrite):
-    """A fresh temporary folder beside `<root>/<version>`, which must not exist unless `overwrite`."""
-    final = os.path.join(root, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
-    os.makedirs(root, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".partial-{version}-", dir=root), final
-
-
-def publish_directory(staged, final, overwrite):
-    """Flush a fully written directory to disk and rename it into place; an old one is removed only after."""
-    make_readable(staged)
-    fsync_tree(staged)
-    if os.path.exists(final):
-        if not overwrite:
-            raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
-        if exchange(staged, final):  # one atomic step: a server never sees the version missing
-            shutil.rmtree(staged)
-        else:
-            retired = tempfile.mkdtemp(prefix=".retired-", dir=os.path.dirname(final))
-            os.replace(final, os.path.join(retired, "old"))
-            os.replace(staged, final)
-            shutil.rmtree(retired)
-    else:
-        os.replace(staged, final)
-    fsync_directory(os.path.dirname(final) or ".")
-
-
-def temporary_beside(path):
-    """A new empty file in `path`'s folder (created exclusively, so never someone else's) whose
-    name ends like `path`'s, to write before `publish_file` renames it over `path`."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-",
-                                         suffix=os.path.basename(path))
-    os.close(handle)
-    return temporary
-
-
-def publish_file(temporary, path):
-    """Flush a fully written file to disk, rename it over `path`, and make the rename durable:
-    after a crash `path` holds the old contents or the new ones, never a mix or nothing."""
-    with open(temporary, "rb") as file:
-        os.fsync(file.fileno())
-    make_readable(temporary)
-    os.replace(temporary, path)
-    fsync_directory(os.path.dirname(path) or ".")
-
-
 @contextlib.contextmanager
-def written_atomically(path):
-    """`with written_atomically(path) as temporary:` write `temporary`; it replaces `path` on success."""
-    temporary = temporary_beside(path)
+def locked(run_dir):
+    """`with locked(run_dir):` hold the run directory's lock (creating the directory):
+    a second process that tries to write into the same run is refused, not interleaved.
+    The operating system drops the lock when the holder exits, even by SIGKILL."""
     try:
-        yield temporary
-        publish_file(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def fsync_directory(directory):
-    handle = os.open(directory, os.O_RDONLY)
+        os.makedirs(run_dir, exist_ok=True)
+        handle = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise KerasbertError(f"cannot create output directory {run_dir}: {error.strerror}") from None
     try:
-        os.fsync(handle)
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(handle)
+        raise KerasbertError(f"another kerasbert process is writing to {run_dir}; wait for it to end, "
+                             "or choose another --output-dir") from None
+    try:
+        yield run_dir
     finally:
         os.close(handle)
 
 
-def fsync_tree(folder):
-    for root, _, names in os.walk(folder):
-        for name in names:
-            with open(os.path.join(root, name), "rb") as file:
-                os.fsync(file.fileno())
-        fsync_directory(root)
-
-
-def exchange(first, second):
-    """Swap two paths in one atomic step (Linux's renameat2 with RENAME_EXCHANGE); False where
-    the system or file system cannot."""
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    at_current_directory, rename_exchange = -100, 2
-    if renameat2(at_current_directory, os.fsencode(first), at_current_directory, os.fsencode(second),
-                 rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
-        return False
-    raise OSError(code, os.strerror(code), second)
-
-
-def write_text_atomically(path, text):
-    with written_atomically(path) as temporary, open(temporary, "w") as file:
-        file.write(text)
-
-
-def write_json(path, values):
-    write_text_atomically(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path):
-    with open(path) as file:
-        return json.load(file)
-
-
-def make_readable(path):
-    """Give `path` (and what is below it) the permissions a plain create would have.
-
-    Temporary files and folders are private (0600/0700); published artifacts
-    must be readable by a model server running as another user.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~umask)
-    if os.path.isdir(path):
-        for root, folders, files in os.walk(path):
-            for name in folders:
-                os.chmod(os.path.join(root, name), 0o777 & ~umask)
-            for name in files:
-                os.chmod(os.path.join(root, name), 0o666 & ~umask)
+def point_latest_at(run_dir):
+    """For a run under the default root `runs/`, make `runs/latest` a symlink to it (replaced
+    atomically). Returns the link, or None: kerasbert adds nothing to the parent folder of an
+    `--output-dir` elsewhere, and never replaces a `latest` that is not its symlink."""
+    parent, name = os.path.split(os.path.abspath(run_dir))
+    link = os.path.join(parent, "latest")
+    if parent != os.path.abspath(RUNS_ROOT) or (os.path.lexists(link) and not os.path.islink(link)):
+        return None
+    temporary = os.path.join(parent, f".latest-{os.getpid()}")
+    os.symlink(name, temporary)
+    os.replace(temporary, link)
+    return link
 
 
 def check_same_config(run_dir, config):

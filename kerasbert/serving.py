@@ -8,7 +8,9 @@ Signatures of the module:
   tokenizer is inside the graph (TF Text ops: load it with
   `import tensorflow_text`; stock TF Serving has them from 2.20 on). Each
   request is padded only to its longest text, rounded up to a multiple of 16
-  tokens, so short reviews cost what they are.
+  tokens, so short reviews cost what they are; a larger request is computed
+  in sub-batches of `SUB_BATCH` texts of similar length, each padded to its
+  own longest.
 - `predict_tokens`: `token_ids`, `segment_ids`, `padding_mask` (int32,
   [batch, length]) -> the same outputs, for clients that tokenize themselves.
 
@@ -28,6 +30,9 @@ from kerasbert.model import TOKEN_INPUTS, token_model, token_probabilities
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 BATCHING_FILE = "batching_parameters.txt"
+# Texts per sub-batch of a request: on IMDB test reviews at batch 64, sub-batches of 8 padded
+# to their own longest served 1.15x more reviews/s than the whole batch padded to its longest.
+SUB_BATCH = 8
 WARMUP_BATCH_SIZES = (1, 32)
 # Each word is one WordPiece token of an uncased English BERT vocabulary.
 WARMUP_WORDS = ("the film was good and the story was not bad but the acting felt long and slow so i "
@@ -38,23 +43,42 @@ class ServingModule(tf.Module):
     """Raw text or token ids in; probabilities, class id and class name out.
 
     `dtype` is the Keras dtype policy the served model computes in
-    (`"float32"`, or `"mixed_bfloat16"` for servers with native bf16).
+    (`"float32"`, or `"mixed_bfloat16"` for servers with native bf16). A
+    reduced precision also stores the weights in it: a server never updates
+    them, and casting 22M float32 weights took 3 of a single review's 18 ms
+    (bf16 on the Zen 5).
     """
 
     def __init__(self, classifier, class_names, dtype="float32"):
         super().__init__()
         self.preprocessor = classifier.preprocessor
-        self.model = token_model(classifier, dtype)
+        self.model = token_model(classifier, dtype.removeprefix("mixed_"))
         # A variable, so that it is saved and a loader can read the names.
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve_text(self, text):
-        return self.serve_tokens(**trim_padding(self.preprocessor.tokenize_and_pack(text)))
+        return self.outputs(self.probabilities_by_length(self.preprocessor.tokenize_and_pack(text)))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=name) for name in TOKEN_INPUTS])
     def serve_tokens(self, token_ids, segment_ids, padding_mask):
-        probabilities = token_probabilities(self.model, token_ids, segment_ids, padding_mask)
+        return self.outputs(token_probabilities(self.model, token_ids, segment_ids, padding_mask))
+
+    def probabilities_by_length(self, features):
+        """Probabilities of a packed batch, computed in sub-batches of texts of similar
+        length, each trimmed to its own longest; rows come back in the request's order."""
+        lengths = tf.reduce_sum(tf.cast(features["padding_mask"], tf.int32), axis=1)
+        order = tf.argsort(lengths, stable=True)
+        classes = self.class_names.shape[0]
+        computed = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False,
+                                  element_shape=tf.TensorShape([None, classes]))
+        for start in tf.range(0, tf.shape(order)[0], SUB_BATCH):
+            rows = order[start:start + SUB_BATCH]
+            sub_batch = trim_padding({name: tf.gather(value, rows) for name, value in features.items()})
+            computed = computed.write(start // SUB_BATCH, token_probabilities(self.model, **sub_batch))
+        return tf.gather(computed.concat(), tf.argsort(order))
+
+    def outputs(self, probabilities):
         class_id = tf.argmax(probabilities, axis=1)
         return {"probabilities": probabilities, "class_id": class_id,
                 "class_name": tf.gather(self.class_names, class_id)}

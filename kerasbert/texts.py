@@ -20,6 +20,7 @@ import json
 import os
 import re
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -60,6 +61,7 @@ class LabeledTexts:
 
 # --- Stanford aclImdb layout ----------------------------------------------
 
+MAX_REVIEW_BYTES = 1 << 24  # the longest aclImdb review is 14 KB
 ACL_IMDB_FILE = re.compile(r"(?:^|/)(train|test)/(neg|pos)/[^/]+\.txt$")
 
 
@@ -84,16 +86,27 @@ def acl_imdb_files(path):
         for root, _, names in os.walk(path):
             for name in names:
                 full = os.path.join(root, name)
+                check_review_size(path, full, os.path.getsize(full))
                 yield full.replace(os.sep, "/"), lambda full=full: open(full, "rb").read()
         return
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
                 if member.isfile():
+                    check_review_size(path, member.name, member.size)
                     data = archive.extractfile(member).read()
                     yield member.name, lambda data=data: data
-    except (tarfile.TarError, OSError, EOFError) as error:
+            # tarfile stops at the end-of-archive blocks; gzip checks its CRC and length only at the
+            # stream's end, so read on to it: a flipped bit anywhere must not pass as altered reviews.
+            while archive.fileobj.read(1 << 20):
+                pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise KerasbertError(f"{path} is not a readable aclImdb folder or tarball: {error}") from None
+
+
+def check_review_size(path, name, size):
+    if size > MAX_REVIEW_BYTES and ACL_IMDB_FILE.search(name.replace(os.sep, "/")):
+        raise KerasbertError(f"{path}: {name} is {size} bytes; files over {MAX_REVIEW_BYTES} bytes are not reviews")
 
 
 def acl_imdb_split(found, split):

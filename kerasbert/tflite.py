@@ -15,9 +15,9 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from kerasbert import rundir
+from kerasbert import files
 from kerasbert.model import TOKEN_INPUTS, token_model, token_probabilities
-from kerasbert.rundir import publish_directory, staging_directory
+from kerasbert.files import publish_directory, staging_directory
 
 TFLITE_SETTINGS = "tokenizer.json"
 TFLITE_VOCABULARY = "vocab.txt"
@@ -120,7 +120,7 @@ class TFLiteClassifier:
         from kerasbert.model import preprocessor_from_vocabulary
 
         folder = os.path.dirname(os.path.abspath(path))
-        settings = rundir.read_json(os.path.join(folder, TFLITE_SETTINGS))
+        settings = files.read_json(os.path.join(folder, TFLITE_SETTINGS))
         self.class_names = settings["class_names"]
         # An explicit thread count: the interpreter's default is one thread for most kernels.
         self.interpreter = InterpreterWithCustomOps(
@@ -174,7 +174,7 @@ def export_tflite(classifier, class_names, formats, tflite_root, version, overwr
         tokenizer = preprocessor.tokenizer
         with open(os.path.join(staged, TFLITE_VOCABULARY), "w") as vocabulary:
             vocabulary.write("\n".join(tokenizer.get_vocabulary()) + "\n")
-        rundir.write_json(os.path.join(staged, TFLITE_SETTINGS), {
+        files.write_json(os.path.join(staged, TFLITE_SETTINGS), {
             "sequence_length": preprocessor.sequence_length, "truncation": preprocessor.truncation,
             "lowercase": tokenizer.lowercase, "strip_accents": tokenizer.strip_accents,
             "class_names": class_names})

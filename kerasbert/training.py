@@ -25,6 +25,7 @@ from kerasbert import (
     data,
     distribution,
     evaluation,
+    files,
     monitoring,
     plots,
     report,
@@ -158,9 +159,11 @@ def choose_run_directory(config, task):
         raise KerasbertError("multi-worker training needs --output-dir, the same on every worker")
     run_dir = config.output_dir
     if not run_dir and config.resume:
-        run_dir = rundir.latest_resumable_run()
+        run_dir = next(iter(rundir.interrupted_runs()), None)
         if not run_dir:
             raise KerasbertError("--resume: no run under runs/ has a backup to resume from (give --output-dir)")
+    if not run_dir and not config.overwrite:
+        run_dir = interrupted_run_of(config)
     run_dir = run_dir or rundir.default_run_directory()
     if not task.is_chief:
         run_dir = f"{run_dir.rstrip(os.sep)}.{task.name}"
@@ -173,6 +176,21 @@ def choose_run_directory(config, task):
     else:
         rundir.check_same_config(run_dir, config)
     return run_dir
+
+
+def interrupted_run_of(config):
+    """The newest interrupted run under runs/ started with the same options: the default command,
+    run again after a kill, resumes it. Interrupted runs with other options are named, and left."""
+    for run_dir in rundir.interrupted_runs():
+        recorded = rundir.recorded_config(run_dir)
+        differences = config.differences_from(recorded) if recorded is not None else ["config.json"]
+        if not differences:
+            phase(f"resuming the interrupted run {run_dir}, started with these options "
+                  "(--output-dir runs/<new> starts a separate run instead)")
+            return run_dir
+        phase(f"{run_dir} holds an interrupted run with other options ({', '.join(differences[:4])}); left as it "
+              f"is: resume it with --config {os.path.join(run_dir, rundir.CONFIG_FILE)} --output-dir {run_dir}")
+    return None
 
 
 def train_and_evaluate(config):
@@ -203,11 +221,17 @@ def train_and_evaluate(config):
     splits = data.load_splits(**config.data_options())
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
-    tuned = fine_tune(config, preset_path, splits, run_dir, strategy, precision, started)
-    if not task.is_chief:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        phase(f"{task.name} done; the chief writes the outputs")
-        return None
+    with rundir.locked(run_dir):
+        tuned = fine_tune(config, preset_path, splits, run_dir, strategy, precision, started)
+        if not task.is_chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            phase(f"{task.name} done; the chief writes the outputs")
+            return None
+        return evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision, started)
+
+
+def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision, started):
+    """The end of a run: test metrics, pictures, model.keras, metrics.json, report; then the backup goes."""
     classifier, preprocessor = tuned.classifier, tuned.preprocessor
 
     phase(f"evaluating on {len(splits.test)} test examples")
@@ -251,13 +275,14 @@ def train_and_evaluate(config):
                       "reason": precision.reason},
         "estimate": tuned.time_estimate.estimate,
     }
-    rundir.write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
+    files.write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
     report.write_report(run_dir)
     resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).delete()  # only now: the run is complete
-    rundir.point_latest_at(run_dir)
+    latest = rundir.point_latest_at(run_dir)
     phase(f"test metrics ({len(test)} examples), written to {os.path.join(run_dir, rundir.METRICS_FILE)}:\n"
           + evaluation.format_metrics_table(test_metrics))
-    phase(f"report with pictures: {os.path.join(run_dir, report.REPORT_FILE)}")
+    phase(f"report with pictures: {os.path.join(run_dir, rundir.REPORT_FILE)}"
+          + (f"; {latest} links to this run" if latest else ""))
     timing = metrics["timing"]
     estimated = f" (estimated {minutes(metrics['estimate']['total_seconds'])})" if metrics["estimate"] else ""
     phase(f"train {timing['train_sequences_per_second']:.1f} seq/s, eval {timing['eval_sequences_per_second']:.1f} "

@@ -147,11 +147,11 @@ def test_missing_or_empty_data_dir_and_missing_split(tmp_path):
 def test_bad_data_through_the_cli_keeps_the_output_dir(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "notes.txt").write_text("keep me")
+    (out / "metrics.json").write_text("an earlier run's")
     code = cli.main(["train", "--data-dir", str(tmp_path / "nowhere"), "--output-dir", str(out), "--overwrite"])
     assert code == 2
     assert capsys.readouterr().err.startswith("error: data directory")
-    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "metrics.json").read_text() == "an earlier run's"
 
 
 def test_acl_imdb_folder_without_reviews(tmp_path):

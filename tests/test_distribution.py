@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from kerasbert import cli, rundir
+from kerasbert import cli, files
 from kerasbert.config import TrainConfig
 from kerasbert.distribution import Task, cluster_task
 from kerasbert.report import read_scalars
@@ -53,7 +53,7 @@ def test_mirrored_over_two_logical_cpus_matches_the_default_strategy(tmp_path):
     assert default_steps.tolist() == mirrored_steps.tolist() == [1, 2, 3, 4]
     # Same global batch of 8 (4 per replica), same order: equal up to float summation order.
     np.testing.assert_allclose(mirrored_losses, default_losses, rtol=2e-3)
-    metrics = rundir.read_json(tmp_path / "mirrored" / "metrics.json")
+    metrics = files.read_json(tmp_path / "mirrored" / "metrics.json")
     assert metrics["replicas"] == 2 and metrics["strategy"] == "MirroredStrategy"
 
 
@@ -69,10 +69,10 @@ def test_two_workers_on_loopback_train_and_only_the_chief_keeps_outputs(tmp_path
         assert worker.returncode == 0, output[-4000:]
     assert "on 2 replica(s) (MultiWorkerStrategy)" in outputs[0]
     assert "worker-1 done; the chief writes the outputs" in outputs[1]
-    metrics = rundir.read_json(run / "metrics.json")
+    metrics = files.read_json(run / "metrics.json")
     assert metrics["workers"] == 2 and metrics["replicas"] == 2 and metrics["optimizer_steps"] == 4
     assert (run / "model.keras").is_file() and (run / "logs" / "train").is_dir()
-    assert sorted(os.listdir(tmp_path)) == ["cluster-run", "latest"], "the worker's temporary directory is removed"
+    assert os.listdir(tmp_path) == ["cluster-run"], "the worker's temporary directory is removed, no latest added"
 
 
 PLAIN_MULTI_WORKER_FIT = """
@@ -132,8 +132,8 @@ def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_p
 
     output = train(run, *options)  # the same command again
     assert f"epoch 1, step {state['step_in_epoch']} of 6 (global step {state['global_step']})" in output
-    resumed = rundir.read_json(run / "metrics.json")
-    uninterrupted = rundir.read_json(tmp_path / "uninterrupted" / "metrics.json")
+    resumed = files.read_json(run / "metrics.json")
+    uninterrupted = files.read_json(tmp_path / "uninterrupted" / "metrics.json")
     assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 12
     assert not (run / "backup").exists(), "the backup is deleted once the run is complete"
     assert resumed["test"]["accuracy"] == pytest.approx(uninterrupted["test"]["accuracy"])
@@ -196,3 +196,26 @@ def test_config_differences_ignore_restart_options():
     recorded = {**config.to_dict(), "resume": True, "overwrite": True, "output_dir": "elsewhere"}
     assert config.differences_from(recorded) == []
     assert config.differences_from({**recorded, "epochs": 3, "seed": 1}) == ["epochs", "seed"]
+
+
+def test_the_default_command_killed_and_run_again_resumes_its_own_run(tmp_path):
+    """`python train.py` without --output-dir: the rerun finds its interrupted run under runs/."""
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--backup-every-steps", "1"]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        if any((run / "backup" / "state.json").exists() for run in runs.glob("*")):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    (interrupted,) = runs.iterdir()
+    assert (interrupted / "backup" / "state.json").exists() and not (interrupted / "metrics.json").exists()
+
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert f"resuming the interrupted run {os.path.join('runs', interrupted.name)}" in rerun.stdout
+    assert sorted(os.listdir(runs)) == sorted([interrupted.name, "latest"]), "no second run started"
+    assert os.readlink(runs / "latest") == interrupted.name
+    assert (interrupted / "metrics.json").exists() and not (interrupted / "backup").exists()

@@ -1,48 +1,81 @@
-"""Writing without ever leaving half a file: atomic files, atomic directory publishing."""
+"""Run directories: what --overwrite may empty, the lock, `runs/latest`, and which
+interrupted run the default command picks up."""
 
 import os
 
 import pytest
 
 from kerasbert import rundir
+from kerasbert.config import TrainConfig
+from kerasbert.distribution import Task
+from kerasbert.errors import KerasbertError
+from kerasbert.training import choose_run_directory
+
+SINGLE = Task()
 
 
-def test_written_atomically_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "state.json"
-    rundir.write_json(str(path), {"step": 1})
-    with pytest.raises(RuntimeError):
-        with rundir.written_atomically(str(path)) as temporary:
-            with open(temporary, "w") as file:
-                file.write('{"step": 2, "trunc')
-            raise RuntimeError("killed while writing")
-    assert rundir.read_json(str(path)) == {"step": 1}
-    assert os.listdir(tmp_path) == ["state.json"], "the temporary file is gone"
-    rundir.write_json(str(path), {"step": 2})
-    assert rundir.read_json(str(path)) == {"step": 2}
-    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+def test_overwrite_empties_only_what_a_run_writes(tmp_path):
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    for name in ("config.json", "metrics.json", ".tmp-abc.json", rundir.LOCK_FILE):
+        (run / name).write_text("{}")
+    rundir.check_run_directory(str(run), overwrite=True)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(KerasbertError, match=r"replaces only a kerasbert run directory, and .* also holds notes.txt"):
+        rundir.check_run_directory(str(run), overwrite=True)
+    with pytest.raises(KerasbertError, match="only a kerasbert run directory"):
+        rundir.create_run_directory(str(run), overwrite=True)
+    assert (run / "notes.txt").read_text() == "mine" and (run / "config.json").exists()
 
 
-def test_temporary_files_are_new_files_never_existing_ones(tmp_path):
-    first, second = (rundir.temporary_beside(str(tmp_path / "model.keras")) for _ in range(2))
-    assert first != second and first.endswith("model.keras") and os.path.dirname(first) == str(tmp_path)
+def test_a_locked_run_directory_refuses_a_second_writer(tmp_path):
+    run = str(tmp_path / "run")
+    with rundir.locked(run):
+        assert rundir.in_use(run)
+        with pytest.raises(KerasbertError, match="another kerasbert process is writing to"):
+            with rundir.locked(run):
+                pass
+    assert not rundir.in_use(run)
+    assert rundir.contents(run) == [], "the lock file is not content: the directory still counts as empty"
+    rundir.check_run_directory(run, overwrite=False)
 
 
-def test_publishing_over_a_version_swaps_it_in_one_step(tmp_path):
-    final = tmp_path / "1"
-    final.mkdir()
-    (final / "saved_model.pb").write_text("old")
-    staged = tmp_path / ".partial-1"
-    staged.mkdir()
-    (staged / "saved_model.pb").write_text("new")
-    assert rundir.exchange(str(staged), str(final)) is True
-    assert (final / "saved_model.pb").read_text() == "new" and (staged / "saved_model.pb").read_text() == "old"
-    rundir.exchange(str(staged), str(final))
-    rundir.publish_directory(str(staged), str(final), overwrite=True)
-    assert (final / "saved_model.pb").read_text() == "new"
-    assert sorted(os.listdir(tmp_path)) == ["1"], "no staged or retired folder left behind"
+def test_latest_is_made_only_under_the_default_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    assert rundir.point_latest_at(os.path.join("runs", "a")) == os.path.abspath(os.path.join("runs", "latest"))
+    assert os.readlink(os.path.join("runs", "latest")) == "a"
+    (tmp_path / "elsewhere" / "b").mkdir(parents=True)
+    assert rundir.point_latest_at(str(tmp_path / "elsewhere" / "b")) is None
+    assert os.listdir(tmp_path / "elsewhere") == ["b"], "nothing added beside an --output-dir of the user's"
+    os.remove(os.path.join("runs", "latest"))
+    (tmp_path / "runs" / "latest").mkdir()
+    assert rundir.point_latest_at(os.path.join("runs", "a")) is None, "a real folder named latest is left alone"
 
 
-def current_umask():
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+def interrupted_run(root, name, config):
+    run = root / name
+    (run / "backup").mkdir(parents=True)
+    config.save(str(run / "config.json"))
+    (run / "backup" / "state.json").write_text("{}")
+    return run
+
+
+def test_the_default_command_resumes_its_own_interrupted_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(epochs=2)
+    other = interrupted_run(tmp_path / "runs", "20260101-000000", TrainConfig(epochs=3))
+    same = interrupted_run(tmp_path / "runs", "20250101-000000", config)
+    os.utime(same / "backup" / "state.json", (1, 1))  # older than the other: matching options decide
+    assert choose_run_directory(config, SINGLE) == os.path.join("runs", same.name)
+    said = capsys.readouterr().out
+    assert f"{os.path.join('runs', other.name)} holds an interrupted run with other options (epochs)" in said
+    assert f"resuming the interrupted run {os.path.join('runs', same.name)}" in said
+
+    existing = {os.path.join("runs", same.name), os.path.join("runs", other.name)}
+    with rundir.locked(str(same)):  # being written by a live process: not picked up
+        assert choose_run_directory(config, SINGLE) not in existing
+    assert choose_run_directory(TrainConfig(epochs=5), SINGLE) not in existing
+    assert choose_run_directory(TrainConfig(epochs=2, overwrite=True), SINGLE) not in existing
+    with pytest.raises(KerasbertError, match=f"cannot resume runs.{other.name}: its config differs in --epochs"):
+        choose_run_directory(TrainConfig(epochs=5, resume=True), SINGLE)  # --resume: the newest, whatever its options

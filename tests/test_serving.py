@@ -27,6 +27,13 @@ def tiny_classifier(tmp_path_factory):
     return TextClassifier(backbone, class_names=["neg", "pos"], preprocessor=preprocessor)
 
 
+def mixed_lengths(count):
+    """`count` texts of 1 to 40 words, in no order of length."""
+    lengths = np.random.default_rng(0).integers(1, 41, count)
+    return [" ".join(serving.WARMUP_WORDS[(i + j) % len(serving.WARMUP_WORDS)] for j in range(n))
+            for i, n in enumerate(lengths)]
+
+
 def test_warmup_texts_cover_every_padded_width_at_each_batch_size(tiny_classifier):
     requests = serving.warmup_texts(48)
     assert sorted({len(texts) for texts in requests}) == list(serving.WARMUP_BATCH_SIZES)
@@ -42,10 +49,14 @@ def test_warmup_texts_cover_every_padded_width_at_each_batch_size(tiny_classifie
 def test_saved_model_pads_each_request_to_its_longest_text_only(tiny_classifier, tmp_path):
     version = export.saved_model(tiny_classifier, str(tmp_path / "imdb"), precision="off")
     loaded = tf.saved_model.load(version)
-    served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
-    full = tiny_classifier.preprocessor.tokenize_and_pack(tf.constant(TEXTS))
-    padded = loaded.signatures["predict_tokens"](**full)["probabilities"].numpy()
-    np.testing.assert_allclose(served, padded, atol=1e-5)
+    for texts in (TEXTS, mixed_lengths(2 * serving.SUB_BATCH + 3)):  # one sub-batch; several, the last short
+        served = loaded.signatures["serving_default"](text=tf.constant(texts))
+        full = tiny_classifier.preprocessor.tokenize_and_pack(tf.constant(texts))
+        padded = loaded.signatures["predict_tokens"](**full)
+        np.testing.assert_allclose(served["probabilities"].numpy(), padded["probabilities"].numpy(), atol=1e-5)
+        assert served["class_name"].numpy().tolist() == padded["class_name"].numpy().tolist()
+    empty = loaded.signatures["serving_default"](text=tf.constant([], tf.string))["probabilities"]
+    assert empty.shape == (0, 2)
     graph = loaded.signatures["serving_default"].graph.as_graph_def()
     assert any("StridedSlice" in node.op for function in graph.library.function for node in function.node_def)
 
@@ -63,8 +74,9 @@ def test_saved_model_carries_warmup_requests_and_a_batching_file(tiny_classifier
 
 
 def test_served_precision_is_the_one_asked_for(tiny_classifier, tmp_path):
-    float32 = tf.saved_model.load(export.saved_model(tiny_classifier, str(tmp_path / "a"), precision="off"))
-    bf16 = tf.saved_model.load(export.saved_model(tiny_classifier, str(tmp_path / "b"), precision="bf16"))
+    paths = [export.saved_model(tiny_classifier, str(tmp_path / name), precision=precision)
+             for name, precision in (("a", "off"), ("b", "bf16"))]
+    float32, bf16 = map(tf.saved_model.load, paths)
 
     def matmul_types(loaded):
         graph = loaded.signatures["serving_default"].graph.as_graph_def()
@@ -72,8 +84,13 @@ def test_served_precision_is_the_one_asked_for(tiny_classifier, tmp_path):
         return {tf.dtypes.as_dtype(node.attr["T"].type).name for node in nodes if node.op in ("MatMul", "BatchMatMulV2",
                                                                                              "Einsum")}
 
-    assert matmul_types(float32) == {"float32"}
+    def float_variables(path):
+        stored = tf.train.load_checkpoint(os.path.join(path, "variables", "variables")).get_variable_to_dtype_map()
+        return {dtype.name for name, dtype in stored.items() if dtype.is_floating and "/optimizer/" not in name}
+
+    assert matmul_types(float32) == {"float32"} and float_variables(paths[0]) == {"float32"}
     assert "bfloat16" in matmul_types(bf16)
+    assert float_variables(paths[1]) == {"bfloat16"}  # stored as computed: no per-request cast of the weights
     outputs = [model.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
                for model in (float32, bf16)]
     np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-2)

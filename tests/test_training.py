@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasbert import cli, data, rundir
+from kerasbert import cli, data, files, rundir
 from kerasbert.config import TrainConfig
 from kerasbert.model import load_classifier
 from kerasbert.report import read_scalars
@@ -45,7 +45,7 @@ def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
     assert metrics["optimizer_steps"] == 2 * 4
     assert not os.path.exists(os.path.join(config.output_dir, rundir.BACKUP_DIR))
     assert os.path.isfile(os.path.join(config.output_dir, rundir.BEST_WEIGHTS))
-    assert set(os.listdir(os.path.dirname(config.output_dir))) == {"run", "latest"}, "nothing else beside the run"
+    assert os.listdir(os.path.dirname(config.output_dir)) == ["run"], "nothing beside an --output-dir of the user's"
     leftovers = [name for _, _, names in os.walk(config.output_dir) for name in names if name.startswith(".tmp-")]
     assert leftovers == [], "every temporary file was renamed into place"
     with_patience = tiny_config(tmp_path / "patient", epochs=3, early_stopping_patience=0, learning_rate=1e-12)
@@ -55,8 +55,8 @@ def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
 def test_run_directory_holds_config_metrics_model_and_plot(finished_run):
     config, metrics = finished_run
     run = config.output_dir
-    assert TrainConfig.from_dict(rundir.read_json(os.path.join(run, "config.json"))) == config
-    assert rundir.read_json(os.path.join(run, "metrics.json")) == json.loads(json.dumps(metrics))
+    assert TrainConfig.from_dict(files.read_json(os.path.join(run, "config.json"))) == config
+    assert files.read_json(os.path.join(run, "metrics.json")) == json.loads(json.dumps(metrics))
     test = metrics["test"]
     assert test["examples"] == 24 == np.sum(test["confusion_matrix"])
     assert test["accuracy"] == pytest.approx(np.trace(test["confusion_matrix"]) / 24)
@@ -126,11 +126,13 @@ def test_output_dir_that_cannot_be_written(tmp_path, capsys):
 def test_overwrite_replaces_an_earlier_run(tmp_path):
     config = tiny_config(tmp_path, max_train_examples=16, max_test_examples=8, validation_split=0.25)
     os.makedirs(config.output_dir)
-    with open(os.path.join(config.output_dir, "stale.txt"), "w") as stale:
-        stale.write("old")
+    for stale in ("metrics.json", ".tmp-killed-write.json"):  # an earlier run's, and one a kill left
+        with open(os.path.join(config.output_dir, stale), "w") as file:
+            file.write("old")
     metrics = train_and_evaluate(dataclasses.replace(config, overwrite=True))
-    assert not os.path.exists(os.path.join(config.output_dir, "stale.txt"))
-    assert metrics["examples"]["test"] == 8
+    assert not os.path.exists(os.path.join(config.output_dir, ".tmp-killed-write.json"))
+    assert metrics["examples"]["test"] == 8 == files.read_json(os.path.join(config.output_dir, "metrics.json"))[
+        "examples"]["test"]
 
 
 def test_the_readme_smoke_job_finishes(tmp_path):
