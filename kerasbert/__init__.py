@@ -19,8 +19,8 @@ and the defaults that follow), `texts` (files of labeled texts), `data`
 (splits and `tf.data` pipelines),
 `model` (preprocessor and classifier), `optimizers`, `training` (callbacks,
 `fit` under a `tf.distribute` strategy, the job), `progress` (phase lines,
-throughput, the time estimate), `evaluation` (test metrics) and `rundir`
-(what a run leaves on disk); `export`, `tflite` and `parity` ship the model.
+throughput, the time estimate), `evaluation` (test metrics), `rundir`
+(what a run leaves on disk) and `files` (how it is written); `export`, `tflite` and `parity` ship the model.
 """
 
 import os

@@ -59,7 +59,7 @@ def predict_command(argv):
     if args.output:
         predict_file(predictor, records, args.output, args.batch_size)
     else:
-        for row in predictor.predict([text for _, _, text in records]):
+        for row in predictor.predict([text for _, _, text in records if text.strip()]):
             print(f"{row['label']}\t{row['probability']:.4f}\t{row['text'][:80]}")
 
 

@@ -93,36 +93,42 @@ def load_predictor(path):
 
 
 def read_texts(path):
-    """(line number, id or None, text) of every text in a .txt (one text a line), .csv/.tsv
-    (`text` column, optional `id`) or .jsonl (`text` field, optional `id`) file; blank lines skipped."""
+    """(line number, id or None, text) of every row of a .txt (one text a line: only "\n" ends
+    one, so a form feed is part of its text), .csv/.tsv (`text` column, optional `id`) or .jsonl
+    (`text` field, optional `id`) file. Blank texts are kept (as rows without a prediction), so
+    the output has one row per input row."""
     from kerasbert.texts import TABLE_SUFFIXES, read_file_text, read_rows
 
     suffix = os.path.splitext(path)[1].lower()
     if suffix != ".txt" and suffix not in TABLE_SUFFIXES:
         raise KerasbertError(f"{path}: unknown file type (expected .txt, .csv, .tsv or .jsonl)")
     if suffix == ".txt":
-        lines = read_file_text(path).split("\n")
-        records = [(number, None, line.rstrip("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
+        content = read_file_text(path)
+        lines = content.removesuffix("\n").split("\n") if content else []
+        records = [(number, None, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
     else:
         records = [(number, row.get("id"), row["text"]) for number, row in read_rows(path, ("text",))]
     for number, _, text in records:
         if not isinstance(text, str):
             raise KerasbertError(f"{path}: line {number} has a text that is not a string")
-    if not records:
+    if not any(text.strip() for _, _, text in records):
         raise KerasbertError(f"input file {path} holds no texts")
     return records
 
 
 def predict_file(predictor, records, output, batch_size=64):
     """Write one JSON line per record of `read_texts` to `output`, each with its input line
-    number (and id), via a temporary file renamed into place when complete; with a progress bar."""
+    number (and id), via a temporary file renamed into place when complete; with a progress bar.
+    A blank text gets its row, with null label and probabilities."""
     import keras
 
     progress = keras.utils.Progbar(len(records), unit_name="text")
     with files.written_atomically(output) as temporary, open(temporary, "w", encoding="utf-8") as file:
         for start in range(0, len(records), batch_size):
             batch = records[start:start + batch_size]
-            for (line, identifier, _), row in zip(batch, predictor.predict([text for _, _, text in batch])):
+            predicted = iter(predictor.predict([text for _, _, text in batch if text.strip()]))
+            for line, identifier, text in batch:
+                row = next(predicted) if text.strip() else dict.fromkeys(("label", "probability", "probabilities"))
                 tied = {"line": line, **({"id": identifier} if identifier is not None else {})}
                 file.write(json.dumps({**tied, "label": row["label"], "probability": row["probability"],
                                        "probabilities": row["probabilities"]}) + "\n")

@@ -147,7 +147,9 @@ class TrainingBackup(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        if not self.every or step % self.every:
+        # Not at an epoch's last step: the epoch-end backup follows, and a backup of a finished epoch
+        # that is not recorded as finished would resume into an epoch with no batches left.
+        if not self.every or step % self.every or batch + 1 == self.params.get("steps"):
             return
         self.state.step_in_epoch = self.steps_before_this_epoch + batch + 1
         self.save(step)

@@ -21,6 +21,7 @@ import datetime
 import fcntl
 import os
 import shutil
+import uuid
 
 from kerasbert.errors import KerasbertError
 from kerasbert.files import TEMPORARY_PREFIX, check_can_create, read_json
@@ -105,6 +106,18 @@ def check_run_directory(path, overwrite):
                              "--output-dir")
 
 
+def left_before_first_backup(path, config):
+    """Whether `path` holds only what a run with `config` writes before its first backup (it
+    was killed before that): the same command then starts it over instead of refusing it."""
+    held = contents(path)
+    if not held or METRICS_FILE in held or os.path.isfile(os.path.join(path, BACKUP_STATE)):
+        return False
+    if any(name not in RUN_ENTRIES and not name.startswith(TEMPORARY_PREFIX) for name in held):
+        return False
+    recorded = recorded_config(path)
+    return recorded is None or not config.differences_from(recorded)
+
+
 def create_run_directory(path, overwrite):
     """Create the directory, emptying it first when `overwrite` was given."""
     check_run_directory(path, overwrite)
@@ -123,7 +136,9 @@ def create_run_directory(path, overwrite):
 def locked(run_dir):
     """`with locked(run_dir):` hold the run directory's lock (creating the directory):
     a second process that tries to write into the same run is refused, not interleaved.
-    The operating system drops the lock when the holder exits, even by SIGKILL."""
+    The operating system drops the lock when the holder exits, even by SIGKILL. A directory
+    made here and still empty when the block fails is removed: a refused run leaves nothing."""
+    created = not os.path.exists(run_dir)
     try:
         os.makedirs(run_dir, exist_ok=True)
         handle = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
@@ -137,6 +152,10 @@ def locked(run_dir):
                              "or choose another --output-dir") from None
     try:
         yield run_dir
+    except BaseException:
+        if created and not contents(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     finally:
         os.close(handle)
 
@@ -149,7 +168,7 @@ def point_latest_at(run_dir):
     link = os.path.join(parent, "latest")
     if parent != os.path.abspath(RUNS_ROOT) or (os.path.lexists(link) and not os.path.islink(link)):
         return None
-    temporary = os.path.join(parent, f".latest-{os.getpid()}")
+    temporary = os.path.join(parent, f".latest-{uuid.uuid4().hex}")  # a name no killed run left behind
     os.symlink(name, temporary)
     os.replace(temporary, link)
     return link

@@ -104,7 +104,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
               f"{steps_per_epoch} (global step {state.global_step})")
     else:
         state = resume.RunState()
-        rundir.create_run_directory(run_dir, config.overwrite)
+        rundir.create_run_directory(run_dir, config.overwrite or rundir.left_before_first_backup(run_dir, config))
         config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
         monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config, os.path.basename(run_dir))
     # The parent folder, not the run's logs/: TensorBoard's HParams tab only finds a run's metrics that way.
@@ -168,8 +168,11 @@ def choose_run_directory(config, task):
     if not task.is_chief:
         run_dir = f"{run_dir.rstrip(os.sep)}.{task.name}"
     has_backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).exists()
+    restart = not has_backup and rundir.left_before_first_backup(run_dir, config)
+    if restart and not config.resume:
+        phase(f"{run_dir} was interrupted before its first backup: starting it over")
     if config.overwrite or not (has_backup or config.resume):
-        rundir.check_run_directory(run_dir, config.overwrite)
+        rundir.check_run_directory(run_dir, config.overwrite or restart)
     elif not has_backup:
         raise KerasbertError(f"--resume: {run_dir} has no backup to resume from (the run finished, "
                              "or never saved one)")

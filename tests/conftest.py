@@ -19,7 +19,7 @@ ACL_IMDB_TARBALL = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
 # A test needs ../shared/data when it uses one of these fixtures or names; such a test is also
 # slow, like every test on the real weights: `pytest -m "not slow"` runs the fast tier.
 DATA_FIXTURES = {"tfds_dir", "real_reviews", "small_acl_imdb", "finished_run", "tfds_splits", "run_dir", "exported",
-                 "server"}
+                 "server", "readme_project"}
 DATA_NAMES = ("TFDS_DIR", "ACL_IMDB_TARBALL", "tiny_config", "TINY", "run_example")
 WEIGHTS_FIXTURES = {"preset_path"}
 

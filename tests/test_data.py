@@ -230,7 +230,8 @@ def test_pipelines_run_without_tf_data_autotuning(preset_path, tfds_splits):
 
 
 @pytest.mark.parametrize("name, content, expected", [
-    ("blank.txt", "first\n\n  \nsecond\r\n", [(1, None, "first"), (4, None, "second")]),
+    ("blank.txt", "first\n\n  \nsecond\r\n", [(1, None, "first"), (2, None, ""), (3, None, "  "), (4, None, "second")]),
+    ("feeds.txt", "a\fb\nc", [(1, None, "a\fb"), (2, None, "c")]),
     ("upper.CSV", "\ufefftext,id\n\"a, b\",7\nc,8\n", [(2, "7", "a, b"), (3, "8", "c")]),
     ("tabs.tsv", "id\ttext\nx\tone\n", [(2, "x", "one")]),
     ("separators.jsonl", '{"text": "a\u2028b\u0085c"}\n\n{"text": "d", "id": 3}\n',
@@ -266,3 +267,46 @@ def test_apple_double_files_are_not_reviews(small_acl_imdb, tmp_path):
     (copy / "train" / "pos" / "._0_9.txt").write_bytes(b"\x00\x05\x16\x07 resource fork")
     train, _ = read_acl_imdb(str(copy))
     assert len(train) == 20
+
+
+def test_a_damaged_tfds_shard_is_named_not_a_traceback(tmp_path):
+    """The train shard cut off mid-record, as a broken copy or download leaves it."""
+    for source_dir, _, names in os.walk(TFDS_DIR):
+        target_dir = tmp_path / os.path.relpath(source_dir, TFDS_DIR)
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            source = os.path.join(source_dir, name)
+            if "-train.tfrecord" in name:
+                with open(source, "rb") as shard:
+                    (target_dir / name).write_bytes(shard.read(1 << 20))
+            else:
+                os.symlink(source, target_dir / name)
+    with pytest.raises(KerasbertError, match=r"imdb_reviews in .* cannot be read \(.*\); prepare it again"):
+        data.read_tfds("imdb_reviews", str(tmp_path))
+
+
+def test_a_changed_review_inside_a_gzip_tarball_fails_its_crc(tmp_path):
+    """Stored (uncompressed) deflate blocks: a flipped bit in a review decodes fine and leaves
+    the tar headers intact, so only the gzip CRC at the end of the stream can catch it."""
+    import gzip
+    import io
+    import itertools
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for split, label in itertools.product(("train", "test"), ("neg", "pos")):
+            text = f"An unmistakable {split} {label} review.".encode()
+            member = tarfile.TarInfo(f"aclImdb/{split}/{label}/0_5.txt")
+            member.size = len(text)
+            archive.addfile(member, io.BytesIO(text))
+    content = bytearray(gzip.compress(buffer.getvalue(), compresslevel=0))
+    good = tmp_path / "good.tar.gz"
+    good.write_bytes(bytes(content))
+    assert read_acl_imdb(str(good))[0].texts.tolist() == ["An unmistakable train neg review.",
+                                                          "An unmistakable train pos review."]
+    content[content.index(b"unmistakable test pos")] ^= 0x01  # "unmistakable" -> "tnmistakable"
+    damaged = tmp_path / "damaged.tar.gz"
+    damaged.write_bytes(bytes(content))
+    with pytest.raises(KerasbertError, match="damaged.tar.gz is not a readable aclImdb .*CRC"):
+        read_acl_imdb(str(damaged))

@@ -38,6 +38,11 @@ def test_a_locked_run_directory_refuses_a_second_writer(tmp_path):
     assert not rundir.in_use(run)
     assert rundir.contents(run) == [], "the lock file is not content: the directory still counts as empty"
     rundir.check_run_directory(run, overwrite=False)
+    fresh = tmp_path / "refused"
+    with pytest.raises(KerasbertError, match="bad preset"):
+        with rundir.locked(str(fresh)):
+            raise KerasbertError("bad preset")
+    assert not fresh.exists(), "a run refused inside the lock leaves no directory behind"
 
 
 def test_latest_is_made_only_under_the_default_root(tmp_path, monkeypatch):
@@ -79,3 +84,20 @@ def test_the_default_command_resumes_its_own_interrupted_run(tmp_path, monkeypat
     assert choose_run_directory(TrainConfig(epochs=2, overwrite=True), SINGLE) not in existing
     with pytest.raises(KerasbertError, match=f"cannot resume runs.{other.name}: its config differs in --epochs"):
         choose_run_directory(TrainConfig(epochs=5, resume=True), SINGLE)  # --resume: the newest, whatever its options
+
+
+def test_a_run_killed_before_its_first_backup_is_started_over_by_the_same_command(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".tmp-x1config.json").write_text('{"half": ')
+    assert rundir.left_before_first_backup(str(run), TrainConfig())  # killed before config.json was published
+    TrainConfig(epochs=2).save(str(run / "config.json"))
+    (run / "backup").mkdir()
+    (run / "backup" / "step-00000002.weights.h5").write_bytes(b"weights, state.json not yet written")
+    assert rundir.left_before_first_backup(str(run), TrainConfig(epochs=2))
+    assert not rundir.left_before_first_backup(str(run), TrainConfig(epochs=3)), "other options: refused as before"
+    (run / "notes.txt").write_text("mine")
+    assert not rundir.left_before_first_backup(str(run), TrainConfig(epochs=2))
+    os.remove(run / "notes.txt")
+    (run / "metrics.json").write_text("{}")
+    assert not rundir.left_before_first_backup(str(run), TrainConfig(epochs=2)), "a finished run is kept"
