@@ -121,7 +121,8 @@ def main():
 
     rows = []
     total = sum(durations.values())
-    for index, moment in enumerate(sorted(random.Random(args.seed).uniform(0, total) for _ in range(args.kills))):
+    draws = random.Random(args.seed)
+    for index, moment in enumerate(sorted(draws.uniform(0, total) for _ in range(args.kills))):
         stage, offset = stage_at(moment, durations)
         folder = os.path.join(work, f"kill-{index + 1:02d}")
         run_dir = prepare(folder, base_run if stage != "train" else None)
