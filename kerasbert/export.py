@@ -45,7 +45,10 @@ def load_run(run_dir):
     metrics_path = os.path.join(run_dir, rundir.METRICS_FILE)
     if not os.path.isfile(model_path) or not os.path.isfile(metrics_path):
         raise KerasbertError(f"{run_dir} holds no finished run (no {rundir.MODEL_FILE} or {rundir.METRICS_FILE})")
-    return load_classifier(model_path), files.read_json(metrics_path)["class_names"]
+    classifier = load_classifier(model_path)
+    if classifier.preprocessor is None:
+        raise KerasbertError(f"{model_path} holds a classifier without its tokenizer: nothing to serve raw text with")
+    return classifier, files.read_json(metrics_path)["class_names"]
 
 
 def export_run(config):

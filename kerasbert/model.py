@@ -286,9 +286,9 @@ def load_classifier(path):
             classifier = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
-    if not isinstance(classifier, keras_hub.models.TextClassifier) or classifier.preprocessor is None:
-        raise KerasbertError(f"{path} holds a {type(classifier).__name__}, not a text classifier with its "
-                             "tokenizer (a kerasbert model.keras, or a KerasHub TextClassifier with a preprocessor)")
+    if not isinstance(classifier, keras_hub.models.TextClassifier):
+        raise KerasbertError(f"{path} holds a {type(classifier).__name__}, not a text classifier "
+                             "(a kerasbert model.keras, or a KerasHub TextClassifier)")
     if not isinstance(classifier, TextClassifier):
         use_fused_layers(classifier)
     return classifier

@@ -33,6 +33,9 @@ class KerasPredictor(Predictor):
         from kerasbert.model import load_classifier
 
         self.classifier = load_classifier(path)
+        if self.classifier.preprocessor is None:
+            raise KerasbertError(f"{path} holds a classifier without its tokenizer (save it with its preprocessor "
+                                 "attached: kerasbert.model.attach_preprocessor)")
         self.class_names = list(getattr(self.classifier, "class_names", None) or self.class_names_beside(path))
 
     def class_names_beside(self, path):

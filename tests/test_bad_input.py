@@ -12,6 +12,7 @@ import os
 import tarfile
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 
@@ -69,6 +70,7 @@ CASES = [
     ("predict", "--model finished/model.keras --batch-size 0 a-text", "--batch-size must be a positive integer"),
     ("predict", "--model missing.keras a-text", "missing.keras"),
     ("predict", "--model plain.keras a-text", "holds a Sequential, not a text classifier"),
+    ("predict", "--model untokenized.keras a-text", "holds a classifier without its tokenizer"),
     ("predict", "--model garbage.tflite a-text", "garbage.tflite"),
     ("predict", "--model finished --input reviews.csv", "finished"),
     ("predict", "--model finished/model.keras --input reviews.xml", "reviews.xml"),
@@ -113,6 +115,7 @@ def workspace(tmp_path_factory, preset_folder):
     write("broken_metrics/config.json", "{}")
     write("broken_metrics/metrics.json", "{")
     keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]).save(str(root / "plain.keras"))
+    tiny_classifier_without_tokenizer().save(str(root / "untokenized.keras"))
     write("corrupt.tar.gz", corrupt_acl_imdb_tarball())
     hugging_face_folder(root / "hf_pytorch_only", preset_folder, weights=None)
     write("hf_pytorch_only/pytorch_model.bin", b"a torch pickle")
@@ -127,6 +130,14 @@ def preset_folder():
     from kerasbert.presets import offline_minilm_folder
 
     return offline_minilm_folder()
+
+
+def tiny_classifier_without_tokenizer():
+    from kerasbert.model import TextClassifier
+
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=16, num_layers=1, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=16)
+    return TextClassifier(backbone, class_names=["neg", "pos"])
 
 
 def write_file(path, content):

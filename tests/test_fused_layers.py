@@ -33,13 +33,14 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
 
 
 def test_fused_model_trains_and_its_copies_and_reloads_stay_fused(preset_path, tmp_path):
+    keras.utils.set_random_seed(0)
     classifier, preprocessor = build_classifier(preset_path, 2, 32)
-    classifier.compile(optimizer=keras.optimizers.AdamW(1e-3),
-                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    classifier.compile(optimizer=keras.optimizers.AdamW(1e-4),
+                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=[])
     features = preprocessor(["great film"] * 4 + ["awful film"] * 4)
     labels = np.array([1] * 4 + [0] * 4)
     before = classifier.evaluate(features, labels, verbose=0)
-    classifier.fit(features, labels, epochs=3, batch_size=8, verbose=0)
+    classifier.fit(features, labels, epochs=5, batch_size=8, verbose=0)
     assert classifier.evaluate(features, labels, verbose=0) < before
     assert uses_fused_layers(inference_copy(classifier, dtype="float32"))
     save_classifier(classifier, str(tmp_path / "m.keras"))

@@ -172,7 +172,17 @@ def test_report_refuses_what_is_not_a_finished_run(tmp_path, finished_run, capsy
     assert cli.main(["report", str(unfinished)]) == 2
     assert "has no test metrics (metrics.json is missing" in capsys.readouterr().err
 
-    broken = tmp_path / "broken"
+    killed = tmp_path / "killed"  # the writer killed mid-record: the events before it still make a report
+    shutil.copytree(config.output_dir, killed)
+    os.remove(killed / REPORT_FILE)
+    events = sorted((killed / "logs" / "train").glob("events.out.tfevents.*"))[0]
+    events.write_bytes(events.read_bytes()[:-7])
+    assert cli.main(["report", str(killed)]) == 0
+    said = capsys.readouterr()
+    assert f"warning: TensorBoard events file {events} is damaged" in said.out and not said.err
+    assert (killed / REPORT_FILE).exists()
+
+    broken = tmp_path / "broken"  # damaged from its first records on: nothing to draw, one line
     shutil.copytree(config.output_dir, broken)
     os.remove(broken / REPORT_FILE)
     events = sorted((broken / "logs" / "train").glob("events.out.tfevents.*"))[0]
@@ -180,7 +190,7 @@ def test_report_refuses_what_is_not_a_finished_run(tmp_path, finished_run, capsy
     events.write_bytes(content[:40] + b"\xff" * 64 + content[104:])
     assert cli.main(["report", str(broken)]) == 2
     error = capsys.readouterr().err
-    assert "cannot read TensorBoard events file" in error and "Traceback" not in error
+    assert "has no training scalars" in error and "Traceback" not in error
     assert not (broken / REPORT_FILE).exists()
 
 
