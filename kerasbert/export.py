@@ -81,8 +81,7 @@ def check_destinations(model_root, version, config):
     if config.tflite_formats():
         targets.append(os.path.join(model_root, "tflite", str(version)))
     for target in targets:
-        if os.path.lexists(target) and not config.overwrite:
-            raise KerasbertError(f"{target} already exists (pass --overwrite to replace it)")
+        files.check_free(target, config.overwrite)
         files.check_can_create(target, "export version")
 
 

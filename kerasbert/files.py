@@ -35,6 +35,12 @@ def check_can_create(path, what):
         raise KerasbertError(f"{what} {path} is not writable ({existing} is not a writable directory)")
 
 
+def check_free(path, overwrite):
+    """Refuse a `path` that exists, unless `overwrite`."""
+    if os.path.lexists(path) and not overwrite:
+        raise KerasbertError(f"{path} already exists (pass --overwrite to replace it)")
+
+
 def next_version(model_root):
     versions = [int(name) for name in os.listdir(model_root) if name.isdigit()] if os.path.isdir(model_root) else []
     return max(versions, default=0) + 1
@@ -43,8 +49,7 @@ def next_version(model_root):
 def staging_directory(root, version, overwrite):
     """A fresh temporary folder beside `<root>/<version>`, which must not exist unless `overwrite`."""
     final = os.path.join(root, str(version))
-    if os.path.exists(final) and not overwrite:
-        raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
+    check_free(final, overwrite)
     os.makedirs(root, exist_ok=True)
     return tempfile.mkdtemp(prefix=f".partial-{version}-", dir=root), final
 
@@ -53,9 +58,8 @@ def publish_directory(staged, final, overwrite):
     """Flush a fully written directory to disk and rename it into place; an old one is removed only after."""
     make_readable(staged)
     fsync_tree(staged)
+    check_free(final, overwrite)
     if os.path.exists(final):
-        if not overwrite:
-            raise KerasbertError(f"{final} already exists (pass --overwrite to replace it)")
         if exchange(staged, final):  # one atomic step: a server never sees the version missing
             shutil.rmtree(staged)
         else:

@@ -27,10 +27,10 @@ import shutil
 
 import keras
 
-from kerasbert import files
+from kerasbert import files, rundir
 from kerasbert.errors import KerasbertError
 
-STATE_FILE = "state.json"
+STATE_FILE = os.path.basename(rundir.BACKUP_STATE)
 
 
 @dataclasses.dataclass

@@ -88,6 +88,11 @@ def contents(path):
     return sorted(name for name in os.listdir(path) if name != LOCK_FILE) if os.path.isdir(path) else []
 
 
+def foreign_entries(names):
+    """The names among a directory's entries that no kerasbert run writes."""
+    return [name for name in names if name not in RUN_ENTRIES and not name.startswith(TEMPORARY_PREFIX)]
+
+
 def check_run_directory(path, overwrite):
     """Refuse a directory that cannot be written, or holds files, unless `overwrite`; even
     then, refuse one holding anything a kerasbert run does not write (`.`, a home folder).
@@ -99,7 +104,7 @@ def check_run_directory(path, overwrite):
     held = contents(path)
     if held and not overwrite:
         raise KerasbertError(f"output directory {path} exists and is not empty (pass --overwrite to replace it)")
-    foreign = [name for name in held if name not in RUN_ENTRIES and not name.startswith(TEMPORARY_PREFIX)]
+    foreign = foreign_entries(held)
     if foreign:
         raise KerasbertError(f"--overwrite replaces only a kerasbert run directory, and {path} also holds "
                              f"{', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}; choose another "
@@ -112,7 +117,7 @@ def left_before_first_backup(path, config):
     held = contents(path)
     if not held or METRICS_FILE in held or os.path.isfile(os.path.join(path, BACKUP_STATE)):
         return False
-    if any(name not in RUN_ENTRIES and not name.startswith(TEMPORARY_PREFIX) for name in held):
+    if foreign_entries(held):
         return False
     recorded = recorded_config(path)
     return recorded is None or not config.differences_from(recorded)
