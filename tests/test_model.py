@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -153,3 +154,50 @@ def test_text_classifier_config_round_trips_on_a_tiny_backbone():
     assert TextClassifier(backbone, num_classes=3).class_names == ("0", "1", "2")
     with pytest.raises(ValueError, match="does not match"):
         TextClassifier(backbone, num_classes=3, class_names=["a", "b"])
+
+
+def hugging_face_bert(weights, token_ids, gelu):
+    """The Hugging Face BERT definition in numpy: one unpadded text's last hidden states."""
+    erf = np.vectorize(math.erf)
+
+    def layer_norm(x, prefix):
+        x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12)
+        return x * weights[prefix + ".weight"] + weights[prefix + ".bias"]
+
+    def dense(x, prefix):
+        return x @ weights[prefix + ".weight"].T + weights[prefix + ".bias"]
+
+    activation = {"exact": lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))),
+                  "tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))}[gelu]
+    x = (weights["embeddings.word_embeddings.weight"][token_ids]
+         + weights["embeddings.position_embeddings.weight"][:len(token_ids)]
+         + weights["embeddings.token_type_embeddings.weight"][0])
+    x = layer_norm(x, "embeddings.LayerNorm")
+    heads = 12
+    for index in range(6):
+        prefix = f"encoder.layer.{index}."
+        q, k, v = (dense(x, prefix + f"attention.self.{name}").reshape(len(token_ids), heads, -1).transpose(1, 0, 2)
+                   for name in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 2, 1) / np.sqrt(q.shape[-1])
+        scores = np.exp(scores - scores.max(-1, keepdims=True))
+        context = (scores / scores.sum(-1, keepdims=True) @ v).transpose(1, 0, 2).reshape(len(token_ids), -1)
+        x = layer_norm(x + dense(context, prefix + "attention.output.dense"), prefix + "attention.output.LayerNorm")
+        inner = activation(dense(x, prefix + "intermediate.dense"))
+        x = layer_norm(x + dense(inner, prefix + "output.dense"), prefix + "output.LayerNorm")
+    return x
+
+
+@pytest.mark.parametrize("fused_layers", [True, False])
+def test_the_offline_minilm_computes_what_its_hugging_face_definition_computes(preset_path, fused_layers):
+    from safetensors.numpy import load_file
+
+    weights = {name: value.astype(np.float64) for name, value in
+               load_file(f"{preset_path}/model.safetensors").items()}
+    classifier, preprocessor = build_classifier(preset_path, 2, 32, mixed_precision="off", fused_layers=fused_layers)
+    features = preprocessor(["A wonderful film, moving and funny; I would see it again."])
+    length = int(features["padding_mask"].numpy().sum())
+    ours = classifier.backbone(features)["sequence_output"].numpy()[0, :length]
+    token_ids = features["token_ids"].numpy()[0, :length]
+    assert classifier.feedforward_activation == "gelu"  # config.json: hidden_act "gelu", the erf form
+    assert np.abs(ours - hugging_face_bert(weights, token_ids, "exact")).max() < 2e-4
+    assert np.abs(ours - hugging_face_bert(weights, token_ids, "tanh")).max() > 1e-3  # KerasHub's own GELU
