@@ -189,7 +189,7 @@ def append_results(args, measurements, accuracy_runs, peaks):
         return statistics.median(row[field] for row in rows) if rows else float("nan")
 
     policy = next((row["policy"] for row in measurements if row["name"] == "kerasbert"), "float32")
-    peak_name = "bfloat16" if "bfloat16" in policy else "float32"
+    peak_names = ["float32"] + (["bfloat16"] if "bfloat16" in policy else [])
     lines = [
         results_heading(),
         f"Matmul peak measured here (TensorFlow, {2048}x{2048}): "
@@ -203,8 +203,8 @@ def append_results(args, measurements, accuracy_runs, peaks):
             "dynamic padding, AdamW, float32 (plain loop). kerasbert: its defaults (`--mixed-precision auto`, "
             f"which chose {policy}; length bucketing).\n",
             "| length | train seq/s kerasbert | train seq/s HF | ratio | inference seq/s kerasbert | "
-            "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s (% of float32 peak, "
-            f"% of {peak_name} peak) |",
+            "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s ("
+            + ", ".join(f"% of {name} peak" for name in peak_names) + ") |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
     for length in sorted({length for _, length in by_key}):
@@ -216,8 +216,8 @@ def append_results(args, measurements, accuracy_runs, peaks):
         lines.append(
             f"| {length} | {k_train:.2f} | {h_train:.2f} | {k_train / h_train:.2f}x | {k_infer:.1f} | {h_infer:.1f} | "
             f"{k_infer / h_infer:.2f}x | {median('kerasbert', length, 'peak_rss_mib'):.0f} / "
-            f"{median('hf', length, 'peak_rss_mib'):.0f} | {flops:.3f} ({flops / peaks['float32']:.0%}, "
-            f"{flops / peaks[peak_name]:.0%}) |"
+            f"{median('hf', length, 'peak_rss_mib'):.0f} | {flops:.3f} ("
+            + ", ".join(f"{flops / peaks[name]:.0%}" for name in peak_names) + ") |"
         )
     if args.variant_length:
         length = args.variant_length

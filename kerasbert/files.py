@@ -15,12 +15,15 @@ import ctypes
 import errno
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 
 from kerasbert.errors import KerasbertError
 
 TEMPORARY_PREFIX = ".tmp-"
+STAGING_PREFIX = ".partial-"
 
 
 def check_can_create(path, what):
@@ -47,11 +50,36 @@ def next_version(model_root):
 
 
 def staging_directory(root, version, overwrite):
-    """A fresh temporary folder beside `<root>/<version>`, which must not exist unless `overwrite`."""
+    """A fresh temporary folder beside `<root>/<version>`, which must not exist unless `overwrite`.
+
+    Its name says which host and process write it, so the folders a killed
+    export left are removed by the next one on that host.
+    """
     final = os.path.join(root, str(version))
     check_free(final, overwrite)
     os.makedirs(root, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f".partial-{version}-", dir=root), final
+    remove_abandoned_staging(root)
+    prefix = f"{STAGING_PREFIX}{version}-{socket.gethostname()}-{os.getpid()}-"
+    return tempfile.mkdtemp(prefix=prefix, dir=root), final
+
+
+def remove_abandoned_staging(root):
+    """Remove the staging folders in `root` whose writer, a process on this host, is gone."""
+    writer = re.compile(rf"{re.escape(STAGING_PREFIX)}\d+-{re.escape(socket.gethostname())}-(\d+)-")
+    for name in os.listdir(root):
+        match = writer.match(name)
+        if match and not process_exists(int(match.group(1))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def publish_directory(staged, final, overwrite):

@@ -46,3 +46,20 @@ def current_umask():
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def test_staging_removes_what_a_killed_writer_of_this_host_left_and_nothing_else(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    left = {"killed": f".partial-2-{host}-{int(gone.stdout)}-abc", "alive": f".partial-2-{host}-{os.getpid()}-def",
+            "other host": f".partial-2-{host}x-{int(gone.stdout)}-ghi", "published": "1"}
+    for name in left.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_text("bytes")
+    staged, final = files.staging_directory(str(tmp_path), 2, overwrite=False)
+    assert final == str(tmp_path / "2") and os.path.basename(staged).startswith(f".partial-2-{host}-{os.getpid()}-")
+    assert sorted(os.listdir(tmp_path)) == sorted([os.path.basename(staged), left["alive"], left["other host"], "1"])
