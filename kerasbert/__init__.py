@@ -29,17 +29,20 @@ import os
 # for users; real errors still reach them as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasbert import export  # noqa: E402
-from kerasbert.config import DEFAULT_PRESET  # noqa: E402
-from kerasbert.data import evaluation_dataset, load_splits, read_tfds, training_dataset  # noqa: E402
-from kerasbert.errors import KerasbertError  # noqa: E402
-from kerasbert.hardware import choose_precision, detect_hardware  # noqa: E402
-from kerasbert.model import ReviewPreprocessor, TextClassifier, build_classifier  # noqa: E402
-from kerasbert.monitoring import MisclassifiedReviews, TrainingTensorBoard  # noqa: E402
-from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay, adamw_with_warmup  # noqa: E402
-from kerasbert.presets import resolve_preset  # noqa: E402
-from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
-from kerasbert.texts import LabeledTexts, read_acl_imdb, read_table  # noqa: E402
+from kerasbert.native_log import native_info_lines_dropped  # noqa: E402
+
+with native_info_lines_dropped():
+    from kerasbert import export  # noqa: E402
+    from kerasbert.config import DEFAULT_PRESET  # noqa: E402
+    from kerasbert.data import evaluation_dataset, load_splits, read_tfds, training_dataset  # noqa: E402
+    from kerasbert.errors import KerasbertError  # noqa: E402
+    from kerasbert.hardware import choose_precision, detect_hardware  # noqa: E402
+    from kerasbert.model import ReviewPreprocessor, TextClassifier, build_classifier  # noqa: E402
+    from kerasbert.monitoring import MisclassifiedReviews, TrainingTensorBoard  # noqa: E402
+    from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay, adamw_with_warmup  # noqa: E402
+    from kerasbert.presets import resolve_preset  # noqa: E402
+    from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
+    from kerasbert.texts import LabeledTexts, read_acl_imdb, read_table  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["DEFAULT_PRESET", "GradientNormAdamW", "KerasbertError", "LabeledTexts", "MisclassifiedReviews",

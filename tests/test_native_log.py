@@ -1,0 +1,35 @@
+"""TensorFlow's native INFO lines are dropped; everything else written to stderr is kept, in order."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kerasbert.native_log import ABSL_PREAMBLE, native_info_lines_dropped
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRITES = (f"{ABSL_PREAMBLE}\n"
+          "I0000 00:00:1795916098.176558    7756 port.cc:153] oneDNN custom operations are on.\n"
+          "E0000 00:00:1795916098.18     7756 cuda_platform.cc:52] failed call to cuInit\n"
+          "Illegal value in the config\n"
+          "W0000 00:00:1795916098.19     7756 some.cc:1] a warning\n")
+
+
+@pytest.mark.parametrize("level, expected", [
+    ("2", WRITES.splitlines(keepends=True)[2:]),
+    ("0", WRITES.splitlines(keepends=True)),
+])
+def test_native_info_lines_are_dropped_unless_info_is_asked_for(capfd, monkeypatch, level, expected):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+    with native_info_lines_dropped():
+        os.write(2, WRITES.encode())  # as native code writes: to the descriptor, not sys.stderr
+    assert capfd.readouterr().err.splitlines(keepends=True) == expected
+
+
+def test_a_bad_option_on_the_command_line_is_the_only_line_on_stderr():
+    environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--batch-size", "0"],
+                            capture_output=True, text=True, cwd=ROOT, env=environment)
+    assert result.returncode == 2
+    assert result.stderr == "error: --batch-size must be a positive integer, got 0\n"
