@@ -9,3 +9,9 @@ showing a traceback.
 
 class KerasbertError(Exception):
     """A problem with the user's input, reported as one line."""
+
+
+def first_line(error):
+    """The first line of an exception's message (its type's name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -14,7 +14,6 @@ Example:
 (1, 2)
 """
 
-import json
 import os
 import warnings
 
@@ -22,10 +21,11 @@ import keras
 import keras_hub
 import tensorflow as tf
 
-from kerasbert.errors import KerasbertError
+from kerasbert.errors import KerasbertError, first_line
 from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.files import written_atomically
+from kerasbert.presets import hugging_face_activation, hugging_face_strips_accents
 
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
 TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
@@ -96,43 +96,6 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
 
     def get_config(self):
         return {**super().get_config(), "truncation": self.truncation}
-
-
-def hugging_face_strips_accents(preset):
-    """Whether a local Hugging Face checkpoint's tokenizer removes accents.
-
-    Hugging Face's uncased BERT tokenizers strip accents whenever they
-    lowercase (`strip_accents: null`), so the checkpoint was pre-trained on
-    "cafe" for "café". KerasHub 0.32's converter keeps the accents, which
-    yields word pieces the model rarely saw, and which tf-text's TFLite
-    tokenizer (FastBertTokenizer) cannot reproduce. Remote handles are left
-    to KerasHub.
-    """
-    config = hugging_face_config(preset, "tokenizer_config.json") or {}
-    return bool(config.get("do_lower_case")) and config.get("strip_accents") in (None, True)
-
-
-def hugging_face_config(preset, name):
-    """A JSON file of a local Hugging Face checkpoint folder, or None (no such file, or a remote handle)."""
-    path = os.path.join(preset, name)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as file:
-        return json.load(file)
-
-
-def hugging_face_activation(preset):
-    """The feed-forward activation a local Hugging Face BERT checkpoint was trained with,
-    when KerasHub's BERT would compute another one; else None.
-
-    KerasHub builds every BERT with the tanh approximation of GELU, which is what
-    Google's original checkpoints used; Hugging Face's `hidden_act: "gelu"` (MiniLM,
-    most BERTs trained in PyTorch) is the exact, erf form. oneDNN fuses either
-    into the MatMul, and with AVX2 alone its erf form is the cheaper one (the
-    feed-forward up-projection 1.24x faster, whole-model inference about 1.08x).
-    """
-    config = hugging_face_config(preset, "config.json") or {}
-    return {"gelu": "gelu", "relu": "relu"}.get(config.get("hidden_act"))
 
 
 def preprocessor_from_vocabulary(path, sequence_length, truncation, lowercase=True, strip_accents=False):
@@ -333,8 +296,3 @@ def load_classifier(path):
     if not isinstance(classifier, TextClassifier):
         use_fused_layers(classifier)
     return classifier
-
-
-def first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

