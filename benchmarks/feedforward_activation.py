@@ -57,8 +57,9 @@ def main():
 
 def measure(data_dir, form, mixed_precision):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from kerasbert.backbone import set_feedforward_activation
     from kerasbert.data import evaluation_dataset, read_tfds
-    from kerasbert.model import build_classifier, set_feedforward_activation
+    from kerasbert.model import build_classifier
     from kerasbert.presets import resolve_preset
     from kerasbert.texts import LabeledTexts
 

@@ -43,6 +43,7 @@ KERASBERT_VARIANTS = {
     "kerasbert no bucketing": {"length_bucketing": False},
     "kerasbert XLA": {"jit_compile": True},
     "kerasbert unfused": {"fused_layers": False},
+    "kerasbert untrimmed": {"trim_last_layer": False},
 }
 HF_VARIANTS = {"hf": {}, "hf bf16 autocast": {"bf16": True}}
 
@@ -168,14 +169,18 @@ def matmul_peaks(size=2048, repeats=20):
     return peaks
 
 
-def train_flops_per_token(length):
+def train_flops_per_token(length, trimmed_last_layer=False):
     """Training FLOPs per processed token of all-MiniLM-L6-v2 (forward x 3).
 
     Forward: 2 per weight of the 6 transformer layers (hidden 384, FFN 1536)
     plus the attention scores and their weighted sum (2 x 2 x length x 384).
+    A trimmed last layer (`kerasbert.backbone`) computes only its key
+    and value projections per token (its [CLS] row, per sequence, is left out).
     """
     layers, hidden, ffn = 6, 384, 1536
     per_layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * length * hidden
+    if trimmed_last_layer:
+        return 3 * ((layers - 1) * per_layer + 2 * 2 * hidden * hidden)
     return 3 * layers * per_layer
 
 
@@ -272,7 +277,8 @@ class KerasbertWorker:
                                                       eval_batch_size=job["eval_batch_size"]), **job["options"])
         self.classifier, self.preprocessor = build_classifier(
             preset_folder(), 2, self.config.max_seq_length, self.config.truncation, self.config.dropout,
-            self.config.mixed_precision, self.config.backbone_dropout, self.config.fused_layers)
+            self.config.mixed_precision, self.config.backbone_dropout, self.config.fused_layers,
+            trim_last_layer=self.config.trim_last_layer)
 
     def texts(self, part):
         import numpy as np
@@ -321,7 +327,8 @@ class KerasbertWorker:
         count = len(reviews["train"]["texts"])
         return {"train_sps": count / train_seconds, "inference_sps": len(reviews["inference"]["texts"]) / inference_seconds,
                 "padded_tokens": padded / count, "policy": self.classifier.dtype_policy.name,
-                "train_tflops": padded * train_flops_per_token(self.config.max_seq_length) / train_seconds / 1e12}
+                "train_tflops": padded * train_flops_per_token(self.config.max_seq_length, self.config.trim_last_layer)
+                / train_seconds / 1e12}
 
     def time_to_accuracy(self, reviews):
         import keras

@@ -21,6 +21,7 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from kerasbert.backbone import pooled_output, set_feedforward_activation
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
@@ -115,9 +116,9 @@ def truncate(token_ids, budget, head):
 @keras.saving.register_keras_serializable(package="kerasbert")
 class TextClassifier(keras_hub.models.BertTextClassifier):
     """KerasHub's BERT text classifier that knows its class names and computes
-    with fused layers (`kerasbert.fused_layers`).
+    with fused layers (`kerasbert.fused_layers`) and a trimmed last layer.
 
-    Both are part of its config, so `classifier.save(path)` and
+    All are part of its config, so `classifier.save(path)` and
     `keras.saving.load_model(path, safe_mode=True)` give back the same model,
     fused, with its class names and (when saved with one) its preprocessor.
 
@@ -132,6 +133,8 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
             layers, when the checkpoint was trained with another one than
             KerasHub's BERT computes (tanh-approximated GELU); e.g. "gelu" for
             the exact GELU of a Hugging Face BERT. None keeps the backbone's.
+        trim_last_layer: compute the last transformer layer at [CLS] only, the position
+            the head reads (`kerasbert.backbone`: same logits, a seventh less work).
 
     Example:
 
@@ -143,7 +146,7 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
     """
 
     def __init__(self, backbone, num_classes=None, preprocessor=None, class_names=None, fused_layers=True,
-                 feedforward_activation=None, **kwargs):
+                 feedforward_activation=None, trim_last_layer=True, **kwargs):
         if class_names is None:
             if num_classes is None:
                 raise ValueError("give class_names or num_classes")
@@ -158,6 +161,13 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         self.feedforward_activation = feedforward_activation
         if feedforward_activation:
             set_feedforward_activation(backbone, feedforward_activation)
+        self.trim_last_layer = trim_last_layer
+
+    def call(self, inputs, training=None, mask=None):
+        if not self.trim_last_layer:
+            return super().call(inputs, training=training, mask=mask)
+        pooled = pooled_output(self.backbone, inputs, training=training)
+        return self.output_dense(self.output_dropout(pooled, training=training))
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
         """KerasHub's defaults, with the accuracy metric named `accuracy` (so `val_accuracy` in `fit`'s logs)."""
@@ -167,28 +177,20 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
 
     def get_config(self):
         return {**super().get_config(), "class_names": list(self.class_names), "fused_layers": self.fused_layers,
-                "feedforward_activation": self.feedforward_activation}
-
-
-def set_feedforward_activation(backbone, activation):
-    """Make every transformer layer of a KerasHub BERT backbone compute `activation`
-    (a Keras activation name) in its feed-forward block. The layers read it when
-    called, so a built model changes too."""
-    function = keras.activations.get(activation)
-    for layer in backbone.transformer_layers:
-        layer.activation = function
-        layer._feedforward_intermediate_dense.activation = function
+                "feedforward_activation": self.feedforward_activation, "trim_last_layer": self.trim_last_layer}
 
 
 def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
-                     mixed_precision="auto", backbone_dropout=-1.0, fused_layers=True, class_names=None):
+                     mixed_precision="auto", backbone_dropout=-1.0, fused_layers=True, class_names=None,
+                     trim_last_layer=True):
     """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
 
     The classifier's own `preprocessor` is None during training: the
     preprocessor runs in the `tf.data` pipeline instead. `attach_preprocessor`
     puts it back before the model is saved. `backbone_dropout` -1 keeps the
     preset's dropout inside the transformer layers. `fused_layers` swaps in
-    the layer subclasses of `kerasbert.fused_layers` (same weights, same outputs).
+    the layer subclasses of `kerasbert.fused_layers` (same weights, same outputs);
+    `trim_last_layer` computes the last transformer layer at [CLS] only (same logits).
     A Hugging Face checkpoint computes the feed-forward activation it was
     trained with (`hugging_face_activation`).
     `mixed_precision` "auto" picks what the hardware computes natively
@@ -209,7 +211,7 @@ def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail"
                              f"{backbone.max_sequence_length} positions")
     classifier = TextClassifier(backbone, num_classes, class_names=class_names, dropout=dropout,
                                 fused_layers=fused_layers, feedforward_activation=hugging_face_activation(preset),
-                                dtype=dtype)
+                                trim_last_layer=trim_last_layer, dtype=dtype)
     return classifier, preprocessor
 
 

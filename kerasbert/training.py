@@ -92,6 +92,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
         classifier, preprocessor = build_classifier(
             preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
             precision.name, config.backbone_dropout, config.fused_layers, splits.class_names,
+            trim_last_layer=config.trim_last_layer,
         )
         # Keras wraps the optimizer for loss scaling itself when the model computes in float16.
         classifier.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,

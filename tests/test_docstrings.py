@@ -17,9 +17,9 @@ HEAVY = ("../shared", "resolve_preset")
 
 
 def example_params():
-    for name in WITH_EXAMPLES:
-        heavy = any(marker in SOURCES[name] for marker in HEAVY)
-        yield pytest.param(name, marks=[pytest.mark.slow, pytest.mark.shared_data] if heavy else [], id=name)
+    return [pytest.param(name, marks=[pytest.mark.slow, pytest.mark.shared_data]
+                         if any(marker in SOURCES[name] for marker in HEAVY) else [], id=name)
+            for name in WITH_EXAMPLES]
 
 
 @pytest.mark.parametrize("name", example_params())
