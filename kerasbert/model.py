@@ -163,9 +163,9 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
             set_feedforward_activation(backbone, feedforward_activation)
         self.trim_last_layer = trim_last_layer
 
-    def call(self, inputs, training=None, mask=None):
-        if not self.trim_last_layer:
-            return super().call(inputs, training=training, mask=mask)
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        if not self.trim_last_layer or not isinstance(inputs, dict):  # a list in input order: the whole graph
+            return super().call(inputs, training=training, mask=mask, **kwargs)
         pooled = pooled_output(self.backbone, inputs, training=training)
         return self.output_dense(self.output_dropout(pooled, training=training))
 
