@@ -164,7 +164,7 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         self.trim_last_layer = trim_last_layer
 
     def call(self, inputs, training=None, mask=None, **kwargs):
-        if not self.trim_last_layer or not isinstance(inputs, dict):  # a list in input order: the whole graph
+        if not self.trim_last_layer or not isinstance(inputs, dict):  # Keras says what a bad input lacks
             return super().call(inputs, training=training, mask=mask, **kwargs)
         pooled = pooled_output(self.backbone, inputs, training=training)
         return self.output_dense(self.output_dropout(pooled, training=training))

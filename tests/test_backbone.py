@@ -36,6 +36,9 @@ def test_the_trimmed_backbone_computes_the_backbones_pooled_output(fused_layers)
     np.testing.assert_allclose(pooled_output(classifier.backbone, features), full, atol=1e-5)
     untrimmed = tiny_classifier(fused_layers=fused_layers, trim_last_layer=False)
     np.testing.assert_allclose(classifier(features), untrimmed(features), atol=1e-5)
+    # Anything but the dict of inputs gets Keras' own message, as the untrimmed model does.
+    with pytest.raises(ValueError, match="structure of `inputs`"):
+        classifier([features[name] for name in ("padding_mask", "segment_ids", "token_ids")])
 
 
 def multiply_adds(model, features):
