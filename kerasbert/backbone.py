@@ -16,6 +16,7 @@ is unchanged in distribution.
 Example:
 
 >>> import keras_hub
+>>> import tensorflow as tf
 >>> backbone = keras_hub.models.BertBackbone(vocabulary_size=30, num_layers=2, num_heads=2, hidden_dim=8,
 ...                                          intermediate_dim=16, max_sequence_length=16)
 >>> inputs = {"token_ids": tf.constant([[2, 5, 7, 3, 0]]), "segment_ids": tf.zeros([1, 5], tf.int32),
@@ -26,7 +27,7 @@ True
 """
 
 import keras
-import tensorflow as tf
+from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
 
 
 def set_feedforward_activation(backbone, activation):
@@ -60,7 +61,7 @@ def position_output(layer, x, padding_mask, position, training=None):
     if layer.normalize_first:
         raise ValueError("a trimmed last layer needs a post-norm (BERT) encoder")
     here = x[:, position:position + 1]
-    attention_mask = tf.cast(padding_mask, tf.bool)[:, None, :]  # [batch, 1 query, keys]
+    attention_mask = merge_padding_and_attention_mask(x, padding_mask, None)  # [batch, 1, keys], as the layer makes it
     attended = layer._self_attention_layer(query=here, value=x, key=x, attention_mask=attention_mask,
                                            training=training)
     here = layer._self_attention_layer_norm(here + layer._self_attention_dropout(attended, training=training))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.model import TextClassifier, build_classifier, load_classifier, save_classifier
 from kerasbert.backbone import pooled_output
+from kerasbert.model import TextClassifier, build_classifier, load_classifier, save_classifier
 
 BATCH, LENGTH, HIDDEN, INTERMEDIATE, LAYERS = 3, 10, 8, 16, 2
 
