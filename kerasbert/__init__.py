@@ -29,7 +29,7 @@ import os
 # for users; real errors still reach them as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasbert.native_log import native_info_lines_dropped  # noqa: E402
+from kerasbert.native_log import cuda_driver_missing, native_info_lines_dropped  # noqa: E402
 
 with native_info_lines_dropped():
     from kerasbert import export  # noqa: E402
@@ -43,6 +43,11 @@ with native_info_lines_dropped():
     from kerasbert.presets import resolve_preset  # noqa: E402
     from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
     from kerasbert.texts import LabeledTexts, read_acl_imdb, read_table  # noqa: E402
+    import tensorflow as _tf  # noqa: E402
+
+    if cuda_driver_missing():  # probe CUDA here, where its failure line is filtered; with a driver, leave it lazy
+        _tf.config.list_physical_devices("GPU")
+del _tf
 
 __version__ = "0.1.0"
 __all__ = ["DEFAULT_PRESET", "GradientNormAdamW", "KerasbertError", "LabeledTexts", "MisclassifiedReviews",

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasbert.errors import KerasbertError
+from kerasbert.errors import KerasbertError, first_line
 from kerasbert.texts import ACL_IMDB_CLASSES, LabeledTexts, read_acl_imdb, read_table
 
 # Batches are padded to a multiple of this many tokens, which bounds the number
@@ -108,8 +108,7 @@ def read_tfds(name, data_dir):
             for split in ("train", "test")
         )
     except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
-        first_line = error.message.splitlines()[0] if error.message else type(error).__name__
-        raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line}); "
+        raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line(error)}); "
                              "prepare it again with tfds or point --data-dir at a good copy") from None
     return train, test, class_names
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files, plots, rundir
-from kerasbert.errors import KerasbertError
+from kerasbert.errors import KerasbertError, first_line
 from kerasbert.hardware import Hardware
 from kerasbert.progress import phase
 from kerasbert.rundir import REPORT_FILE, TRAINING_CURVES_PNG
@@ -40,8 +40,8 @@ def read_scalars(folder):
             except StopIteration:
                 break
             except (tf.errors.OpError, ValueError) as error:
-                message = getattr(error, "message", str(error)).splitlines()[0]
-                phase(f"warning: TensorBoard events file {path} is damaged ({message}); using the events before it")
+                phase(f"warning: TensorBoard events file {path} is damaged ({first_line(error)}); "
+                      "using the events before it")
                 break
             for value in event.summary.value:
                 number = scalar_of(value)
