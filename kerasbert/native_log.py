@@ -27,8 +27,9 @@ NO_CUDA_DRIVER = "UNKNOWN ERROR (303)"
 @contextlib.contextmanager
 def native_info_lines_dropped():
     """Inside, what is written to file descriptor 2 is held; on leaving, it is written
-    out without TensorFlow's native INFO lines, absl's preamble and the
-    no-CUDA-driver cuInit line when TF_CPP_MIN_LOG_LEVEL asks for warnings or worse. Other lines keep their order."""
+    out without TensorFlow's native INFO lines, absl's preamble and the no-CUDA-driver
+    cuInit line when TF_CPP_MIN_LOG_LEVEL asks for warnings or worse. Other lines keep
+    their order."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") in ("", "0"):
         yield
         return
