@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 from kerasbert import data  # noqa: E402
 from kerasbert.errors import KerasbertError  # noqa: E402
-from kerasbert.model import ReviewPreprocessor  # noqa: E402
+from kerasbert.preprocessing import ReviewPreprocessor  # noqa: E402
 from kerasbert.presets import resolve_preset  # noqa: E402
 from machine import results_heading  # noqa: E402
 

@@ -16,8 +16,8 @@ reads a saved `TextClassifier` back.
 The training path, in reading order: `config` (every option), `presets`
 (where the weights come from), `hardware` (what this machine computes fast,
 and the defaults that follow), `texts` (files of labeled texts), `data`
-(splits and `tf.data` pipelines),
-`model` (preprocessor and classifier), `optimizers`, `training` (callbacks,
+(splits and `tf.data` pipelines), `preprocessing` (texts to token ids),
+`model` (the classifier), `optimizers`, `training` (callbacks,
 `fit` under a `tf.distribute` strategy, the job), `progress` (phase lines,
 throughput, the time estimate), `evaluation` (test metrics), `rundir`
 (what a run leaves on disk) and `files` (how it is written); `export`, `tflite` and `parity` ship the model.
@@ -37,9 +37,10 @@ with native_info_lines_dropped():
     from kerasbert.data import evaluation_dataset, load_splits, read_tfds, training_dataset  # noqa: E402
     from kerasbert.errors import KerasbertError  # noqa: E402
     from kerasbert.hardware import choose_precision, detect_hardware  # noqa: E402
-    from kerasbert.model import ReviewPreprocessor, TextClassifier, build_classifier  # noqa: E402
+    from kerasbert.model import TextClassifier, build_classifier  # noqa: E402
     from kerasbert.monitoring import MisclassifiedReviews, TrainingTensorBoard  # noqa: E402
     from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay, adamw_with_warmup  # noqa: E402
+    from kerasbert.preprocessing import ReviewPreprocessor  # noqa: E402
     from kerasbert.presets import resolve_preset  # noqa: E402
     from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
     from kerasbert.texts import LabeledTexts, read_acl_imdb, read_table  # noqa: E402

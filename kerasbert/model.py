@@ -1,9 +1,6 @@
-"""The classifier: KerasHub's BERT backbone and preprocessor with a
-classification head (dropout + dense) on the pooled [CLS] output.
-
-`ReviewPreprocessor` is KerasHub's `BertTextClassifierPreprocessor` with a
-choice of which tokens of a long review survive truncation, and an int32
-padding mask (`tf.distribute` cannot split bool batches across replicas).
+"""The classifier: KerasHub's BERT backbone with a classification head
+(dropout + dense) on the pooled [CLS] output, built with its preprocessor
+(`kerasbert.preprocessing`), saved and loaded.
 
 Example:
 
@@ -26,91 +23,10 @@ from kerasbert.errors import KerasbertError, first_line
 from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.files import written_atomically
-from kerasbert.presets import hugging_face_activation, hugging_face_strips_accents
+from kerasbert.preprocessing import ReviewPreprocessor
+from kerasbert.presets import hugging_face_activation
 
-HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
 TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
-
-
-@keras.saving.register_keras_serializable(package="kerasbert")
-class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
-    """Tokenize, truncate and pack single texts for BERT.
-
-    Args:
-        tokenizer: a `keras_hub.models.BertTokenizer`.
-        sequence_length: packed length, [CLS] and [SEP] included.
-        truncation: which tokens of a longer text to keep: "head" (the first),
-            "tail" (the last) or "head+tail" (the first 128, or half the
-            sequence length if smaller, and the last ones).
-
-    Example:
-
-    >>> from kerasbert.presets import resolve_preset
-    >>> preprocessor = ReviewPreprocessor.from_preset(
-    ...     resolve_preset("all_minilm_l6_v2_offline"), sequence_length=8, truncation="head+tail")
-    >>> preprocessor(["one two three four five six seven eight nine"])["padding_mask"].dtype
-    tf.int32
-    """
-
-    def __init__(self, tokenizer, sequence_length=512, truncation="head", **kwargs):
-        super().__init__(tokenizer, sequence_length=sequence_length, **kwargs)
-        if truncation not in ("head", "tail", "head+tail"):
-            raise ValueError(f"truncation must be head, tail or head+tail, got {truncation!r}")
-        self.truncation = truncation
-
-    @classmethod
-    def from_preset(cls, preset, **kwargs):
-        preprocessor = super().from_preset(preset, **kwargs)
-        if hugging_face_strips_accents(preset):
-            preprocessor.tokenizer.strip_accents = True
-        return preprocessor
-
-    def call(self, x, y=None, sample_weight=None):
-        # A tensor, not a Python list: a traced function retraces for every new list of strings.
-        x = tf.convert_to_tensor(x, dtype=tf.string)
-        features = self.tokenize_and_pack(tf.reshape(x, [-1]))
-        if x.shape.rank == 0:
-            features = {name: value[0] for name, value in features.items()}
-        return keras.utils.pack_x_y_sample_weight(features, y, sample_weight)
-
-    # Always a traced function: called eagerly, KerasHub tokenizers take a
-    # pure-Python path, and training, export and serving all run the
-    # TensorFlow path, so eager calls must run that same path too.
-    @tf.function(reduce_retracing=True)
-    def tokenize_and_pack(self, x):
-        """A batch of strings ([batch]) -> packed int32 token_ids, padding_mask, segment_ids."""
-        if self.packer is None:  # built on first call, also when not called through __call__
-            self.build(None)
-        token_ids = self.tokenizer(x)
-        token_ids = truncate(token_ids, self.sequence_length - 2, self.head_tokens())
-        token_ids, segment_ids = self.packer(token_ids)
-        features = {
-            "token_ids": token_ids,
-            "padding_mask": tf.cast(token_ids != self.tokenizer.pad_token_id, tf.int32),
-            "segment_ids": segment_ids,
-        }
-        return features
-
-    def head_tokens(self):
-        budget = self.sequence_length - 2
-        return {"head": budget, "tail": 0, "head+tail": min(HEAD_TOKENS, self.sequence_length // 2)}[self.truncation]
-
-    def get_config(self):
-        return {**super().get_config(), "truncation": self.truncation}
-
-
-def preprocessor_from_vocabulary(path, sequence_length, truncation, lowercase=True, strip_accents=False):
-    """A `ReviewPreprocessor` from a WordPiece vocabulary file (one token a line)."""
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=path, lowercase=lowercase, strip_accents=strip_accents)
-    return ReviewPreprocessor(tokenizer, sequence_length=sequence_length, truncation=truncation)
-
-
-def truncate(token_ids, budget, head):
-    """Keep the first `head` and the last `budget - head` tokens of longer rows."""
-    lengths = tf.gather(token_ids.row_lengths(), token_ids.value_rowids())
-    positions = tf.ragged.range(token_ids.row_lengths()).flat_values
-    keep = (positions < head) | (positions >= lengths - (budget - head))
-    return tf.ragged.boolean_mask(token_ids, token_ids.with_flat_values(keep))
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")

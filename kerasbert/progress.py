@@ -14,9 +14,12 @@ import keras
 
 # Evaluation runs about this many times more sequences per second than
 # training: a forward pass is about a third of a training step's arithmetic
-# (the backward pass is twice the forward). Measured at length 256: 2.7-3.4x on
-# a Zen 3 CPU in float32, 4.5x on a Zen 4 CPU in bf16 (benchmarks/default_run.md).
-EVALUATION_SPEEDUP = 3.0
+# (the backward pass is twice the forward), and bf16 speeds the forward pass up
+# more than a training step, which also keeps float32 variables and gradients.
+# Measured at length 256 (benchmarks/default_run.md): float32 2.7-3.4x on a Zen 3
+# (before the fused layers), 3.5x on a Zen 5 capped to AVX2, 4.4x uncapped; bf16
+# 4.5x on a Zen 4, 6.0x on a Zen 5. Each value is about the lowest seen.
+EVALUATION_SPEEDUP = {"float32": 3.0, "mixed_bfloat16": 4.5}
 
 
 def phase(message):
@@ -76,13 +79,15 @@ class TimeEstimate(keras.callbacks.Callback):
     the graph), prints a phase line with the fine-tuning, evaluation and total
     time, and keeps it in `estimate` (metrics.json records it beside the real
     times). `evaluated_sequences` counts every validation pass and the test
-    set; `run_started` is the `time.perf_counter()` at which the run began.
+    set; `run_started` is the `time.perf_counter()` at which the run began;
+    `policy` is the Keras dtype policy the model computes in.
     """
 
     def __init__(self, remaining_steps, batch_size, evaluated_sequences, run_started=None,
-                 warmup_steps=3, measured_steps=10):
+                 warmup_steps=3, measured_steps=10, policy="float32"):
         super().__init__()
         self.remaining_steps, self.batch_size, self.evaluated_sequences = remaining_steps, batch_size, evaluated_sequences
+        self.evaluation_speedup = EVALUATION_SPEEDUP.get(policy, EVALUATION_SPEEDUP["float32"])
         self.run_started = time.perf_counter() if run_started is None else run_started
         # A short run is estimated from the steps it has (none, if only warm-up steps).
         self.warmup_steps, self.measured_steps = warmup_steps, max(1, min(measured_steps, remaining_steps - warmup_steps))
@@ -104,7 +109,7 @@ class TimeEstimate(keras.callbacks.Callback):
         """The estimate, in seconds, if the `steps_left` (default: all) steps take `step_seconds` each."""
         steps_left = self.remaining_steps if steps_left is None else steps_left
         train = steps_left * step_seconds
-        evaluation = self.evaluated_sequences * step_seconds / self.batch_size / EVALUATION_SPEEDUP
+        evaluation = self.evaluated_sequences * step_seconds / self.batch_size / self.evaluation_speedup
         elapsed = time.perf_counter() - self.run_started
         return {"step_seconds": step_seconds, "remaining_steps": steps_left, "train_seconds": train,
                 "evaluation_seconds": evaluation, "elapsed_seconds": elapsed,

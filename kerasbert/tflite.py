@@ -117,7 +117,7 @@ class TFLiteClassifier:
         import tensorflow_text
         from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
-        from kerasbert.model import preprocessor_from_vocabulary
+        from kerasbert.preprocessing import preprocessor_from_vocabulary
 
         folder = os.path.dirname(os.path.abspath(path))
         settings = files.read_json(os.path.join(folder, TFLITE_SETTINGS))

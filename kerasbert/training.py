@@ -121,7 +121,8 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
                                             monitored_metric(splits), config.early_stopping_patience)
     remaining_steps = config.epochs * steps_per_epoch - state.global_step
     evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
-    time_estimate = TimeEstimate(remaining_steps, config.batch_size, evaluated, run_started)
+    time_estimate = TimeEstimate(remaining_steps, config.batch_size, evaluated, run_started,
+                                 policy=precision.policy)
     # The backup callback last: it records the epoch's logs once every other callback has added to them.
     callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [time_estimate,
                                                                                             training_backup]

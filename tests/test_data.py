@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from kerasbert import cli, data
 from kerasbert.errors import KerasbertError
-from kerasbert.model import ReviewPreprocessor
+from kerasbert.preprocessing import ReviewPreprocessor
 from kerasbert.texts import read_acl_imdb, read_table
 from tests.conftest import ACL_IMDB_TARBALL, TFDS_DIR
 

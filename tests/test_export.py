@@ -249,7 +249,7 @@ def test_export_bad_input(run_dir, tmp_path, capsys):
 
 def test_tflite_tokenizer_matches_the_kerashub_preprocessor_on_real_reviews(preset_path):
     from kerasbert import data
-    from kerasbert.model import ReviewPreprocessor
+    from kerasbert.preprocessing import ReviewPreprocessor
     from tests.conftest import TFDS_DIR
 
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=128, truncation="head+tail")
@@ -264,7 +264,7 @@ def test_tflite_tokenizer_matches_the_kerashub_preprocessor_on_real_reviews(pres
 
 def test_known_residue_no_break_space_still_differs(preset_path):
     """KerasHub 0.32 does not split on U+00A0 (Hugging Face and tf-text do); fails once upstream fixes it."""
-    from kerasbert.model import ReviewPreprocessor
+    from kerasbert.preprocessing import ReviewPreprocessor
 
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=32)
     assert tflite.tokenizer_mismatches(preprocessor, ["it seemed to\u00a0suffer from both"]) == [0]

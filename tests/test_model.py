@@ -7,62 +7,15 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from kerasbert import model
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import Gpu, Hardware
 from kerasbert.fused_layers import uses_fused_layers
-from kerasbert.model import (ReviewPreprocessor, TextClassifier, attach_preprocessor, build_classifier,
-                             load_classifier, save_classifier)
+from kerasbert.model import (TextClassifier, attach_preprocessor, build_classifier, load_classifier,
+                             save_classifier)
 from tests.conftest import assert_same_predictions
-
-WORDS = "one two three four five six seven eight nine ten"
-
-
-def kept_words(preprocessor, text):
-    token_ids = preprocessor([text])["token_ids"][0].numpy()
-    return [preprocessor.tokenizer.id_to_token(int(i)) for i in token_ids if i != 0]
-
-
-@pytest.mark.parametrize("truncation, expected", [
-    ("head", ["[CLS]", "one", "two", "three", "four", "five", "six", "[SEP]"]),
-    ("tail", ["[CLS]", "five", "six", "seven", "eight", "nine", "ten", "[SEP]"]),
-    ("head+tail", ["[CLS]", "one", "two", "three", "four", "nine", "ten", "[SEP]"]),
-])
-def test_truncation_keeps_the_chosen_tokens(preset_path, truncation, expected):
-    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=8, truncation=truncation)
-    assert kept_words(preprocessor, WORDS) == expected
-    assert kept_words(preprocessor, "one two") == ["[CLS]", "one", "two", "[SEP]"]
-
-
-def test_head_tail_keeps_128_head_tokens_at_long_lengths(preset_path):
-    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=256, truncation="head+tail")
-    vocabulary = preprocessor.tokenizer.get_vocabulary()
-    words = [word for word in vocabulary[2000:3000] if word.isalpha() and word.islower()][:400]
-    token_ids = preprocessor([" ".join(words)])["token_ids"][0].numpy().tolist()
-    expected = [preprocessor.tokenizer.token_to_id(word) for word in words]
-    assert token_ids[1:129] == expected[:128]
-    assert token_ids[129:255] == expected[-126:]
-
-
-def test_preprocessor_gives_int32_tensors_eagerly_and_for_one_string(preset_path):
-    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=16)
-    batch = preprocessor(["A fine film.", "Dull."])
-    assert {name: value.dtype for name, value in batch.items()} == {
-        "token_ids": tf.int32, "padding_mask": tf.int32, "segment_ids": tf.int32}
-    single = preprocessor("A fine film.")
-    np.testing.assert_array_equal(single["token_ids"], batch["token_ids"][0])
-    features, labels = preprocessor(tf.constant(["Dull."]), tf.constant([0]))
-    assert labels.numpy().tolist() == [0]
-
-
-def test_preprocessor_config_round_trips(preset_path):
-    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=24, truncation="tail")
-    clone = ReviewPreprocessor.from_config(preprocessor.get_config())
-    assert (clone.sequence_length, clone.truncation) == (24, "tail")
-
 
 def test_model_saves_and_reloads_with_identical_predictions(preset_path, tmp_path):
     classifier, preprocessor = build_classifier(preset_path, num_classes=3, max_seq_length=32)

@@ -27,14 +27,20 @@ def test_estimate_times_steps_after_warm_up_and_projects_the_run(monkeypatch, ca
     assert result["step_seconds"] == pytest.approx(2.0)
     assert result["remaining_steps"] == 1000 - 13
     assert result["train_seconds"] == pytest.approx(987 * 2.0)
-    # 4800 sequences at 16 per 2 s step, evaluated EVALUATION_SPEEDUP times faster than trained
-    assert result["evaluation_seconds"] == pytest.approx(4800 / 16 * 2.0 / progress.EVALUATION_SPEEDUP)
+    # 4800 sequences at 16 per 2 s step, evaluated 3 times faster than trained in float32
+    assert result["evaluation_seconds"] == pytest.approx(4800 / 16 * 2.0 / 3.0)
     elapsed = 60.0 + 3 * 30.0 + 10 * 2.0
     assert result["elapsed_seconds"] == pytest.approx(elapsed)
     assert result["total_seconds"] == pytest.approx(elapsed + 987 * 2.0 + 200.0)
     printed = capsys.readouterr().out
     assert printed.count("estimated time on this machine") == 1
     assert "fine-tuning 32.9 min more (987 steps at 2.00 s), evaluation 3.3 min" in printed
+
+
+@pytest.mark.parametrize("policy, speedup", [("mixed_bfloat16", 4.5), ("float32", 3.0), ("mixed_float16", 3.0)])
+def test_evaluation_is_estimated_faster_in_bf16(policy, speedup):
+    estimate = TimeEstimate(remaining_steps=100, batch_size=16, evaluated_sequences=4800, policy=policy)
+    assert estimate.from_step_seconds(1.0)["evaluation_seconds"] == pytest.approx(300 / speedup)
 
 
 def test_a_run_of_warm_up_steps_only_gets_no_estimate():

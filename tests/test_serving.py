@@ -10,7 +10,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from kerasbert import export, serving
-from kerasbert.model import TextClassifier, preprocessor_from_vocabulary
+from kerasbert.model import TextClassifier
+from kerasbert.preprocessing import preprocessor_from_vocabulary
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TEXTS = ["the film was good", "the story was not bad but the acting felt long and slow",
