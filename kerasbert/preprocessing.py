@@ -43,6 +43,8 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
 
     def __init__(self, tokenizer, sequence_length=512, truncation="head", **kwargs):
         super().__init__(tokenizer, sequence_length=sequence_length, **kwargs)
+        if sequence_length < 3:
+            raise ValueError(f"sequence_length must leave room for [CLS], [SEP] and a token, got {sequence_length}")
         if truncation not in ("head", "tail", "head+tail"):
             raise ValueError(f"truncation must be head, tail or head+tail, got {truncation!r}")
         self.truncation = truncation

@@ -83,3 +83,13 @@ def test_preprocessor_config_round_trips(preset_path):
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=24, truncation="tail")
     clone = ReviewPreprocessor.from_config(preprocessor.get_config())
     assert (clone.sequence_length, clone.truncation) == (24, "tail")
+
+
+@pytest.mark.parametrize("options, message", [({"sequence_length": 2}, "sequence_length must leave room"),
+                                              ({"truncation": "middle"}, "truncation must be")])
+def test_preprocessor_refuses_what_it_cannot_pack(tmp_path, options, message):
+    vocabulary = tmp_path / "vocab.txt"
+    vocabulary.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\n")
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=str(vocabulary))
+    with pytest.raises(ValueError, match=message):
+        ReviewPreprocessor(tokenizer, **{"sequence_length": 8, "truncation": "head", **options})
