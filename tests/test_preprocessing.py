@@ -60,6 +60,14 @@ def test_packing_matches_keras_hubs_packer_for_one_segment():
     assert ours(token_ids).numpy()[3].tolist() == [101, 5, 6, 7, 8, 9, 10, 102]
 
 
+@pytest.fixture
+def tiny_vocabulary(tmp_path):
+    """A WordPiece vocabulary file: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, good 5, film 6, bad 7."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\nfilm\nbad\n")
+    return str(path)
+
+
 PREPROCESS_IN_A_FRESH_PROCESS = """
 import sys
 from kerasbert.preprocessing import preprocessor_from_vocabulary
@@ -68,11 +76,9 @@ print(preprocessor(["good film good film good film good film good", "bad"])["tok
 """
 
 
-def test_preprocessing_logs_no_onednn_int64_error_line(tmp_path):
+def test_preprocessing_logs_no_onednn_int64_error_line(tiny_vocabulary):
     # TensorFlow logs that line once per process, at the first int64 transpose: hence a fresh one.
-    vocabulary = tmp_path / "vocab.txt"
-    vocabulary.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\nfilm\nbad\n")
-    result = subprocess.run([sys.executable, "-c", PREPROCESS_IN_A_FRESH_PROCESS, str(vocabulary)],
+    result = subprocess.run([sys.executable, "-c", PREPROCESS_IN_A_FRESH_PROCESS, tiny_vocabulary],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [[2, 5, 6, 5, 6, 6, 5, 3], [2, 7, 3, 0, 0, 0, 0, 0]]
@@ -87,9 +93,7 @@ def test_preprocessor_config_round_trips(preset_path):
 
 @pytest.mark.parametrize("options, message", [({"sequence_length": 2}, "sequence_length must leave room"),
                                               ({"truncation": "middle"}, "truncation must be")])
-def test_preprocessor_refuses_what_it_cannot_pack(tmp_path, options, message):
-    vocabulary = tmp_path / "vocab.txt"
-    vocabulary.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ngood\n")
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=str(vocabulary))
+def test_preprocessor_refuses_what_it_cannot_pack(tiny_vocabulary, options, message):
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=tiny_vocabulary)
     with pytest.raises(ValueError, match=message):
         ReviewPreprocessor(tokenizer, **{"sequence_length": 8, "truncation": "head", **options})
