@@ -72,9 +72,8 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
         """A batch of strings ([batch]) -> packed int32 token_ids, padding_mask, segment_ids."""
         if not self.built:  # also when called other than through __call__
             self.build(None)
-        token_ids = self.tokenizer(x)
-        token_ids = truncate(token_ids, self.sequence_length - 2, self.head_tokens())
         tokenizer = self.tokenizer
+        token_ids = truncate(tokenizer(x), self.sequence_length - 2, self.head_tokens())
         token_ids = pack(token_ids, self.sequence_length, tokenizer.start_token_id,
                          tokenizer.end_token_id, tokenizer.pad_token_id)
         return {
