@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.fused_layers import (FusedDense, FusedEinsumDense, FusedMultiHeadAttention, contracted_axes,
-                                    use_fused_layers, uses_fused_layers)
+from kerasbert.fused_layers import (FusedDense, FusedDropout, FusedEinsumDense, FusedMultiHeadAttention,
+                                    contracted_axes, keep_mask, use_fused_layers, uses_fused_layers)
 from kerasbert.model import build_classifier, inference_copy, load_classifier, save_classifier
 
 
@@ -19,7 +19,8 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     backbone = classifier.backbone
     stock = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
     assert not uses_fused_layers(classifier)
-    assert use_fused_layers(classifier) == 6 * 7 + 2  # per layer 4 projections, 2 FFN, attention; pooler, head
+    # Per layer 4 projections, 2 FFN, attention, 3 dropouts; the embeddings' dropout, pooler, head and its dropout.
+    assert use_fused_layers(classifier) == 6 * 10 + 4
     fused = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
     real_tokens = features["padding_mask"].numpy() == 1
     np.testing.assert_allclose(fused[real_tokens], stock[real_tokens], atol=tolerance)
@@ -28,8 +29,8 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     # Every projection is a 2-D MatMul: 4 + 2 per layer and the pooler; BatchMatMuls only in attention.
     assert (op_types["MatMul"], op_types["BatchMatMulV2"], op_types["Einsum"]) == (6 * 6 + 1, 6 * 2, 0)
     kinds = {type(layer) for layer in backbone._flatten_layers(include_self=False)}
-    assert {FusedDense, FusedEinsumDense, FusedMultiHeadAttention} <= kinds
-    assert keras.layers.Dense not in kinds and keras.layers.MultiHeadAttention not in kinds
+    assert {FusedDense, FusedEinsumDense, FusedMultiHeadAttention, FusedDropout} <= kinds
+    assert not kinds & {keras.layers.Dense, keras.layers.MultiHeadAttention, keras.layers.Dropout}
 
 
 def test_fused_model_trains_and_its_copies_and_reloads_stay_fused(preset_path, tmp_path):
@@ -57,3 +58,42 @@ def test_fused_model_trains_and_its_copies_and_reloads_stay_fused(preset_path, t
 ])
 def test_only_plain_contractions_take_the_fused_path(equation, bias_shape, kernel_shape, expected):
     assert contracted_axes(equation, bias_shape, kernel_shape) == expected
+
+
+@pytest.mark.parametrize("shape", [(4, 6, 250, 250), (3, 7, 333)])  # an even and an odd last axis
+def test_keep_mask_keeps_one_minus_rate_of_the_elements_and_a_seed_fixes_it(shape):
+    mask = keep_mask(tf.constant(shape), 0.1, tf.constant([3, 4]))
+    assert mask.shape == shape and mask.dtype == tf.bool
+    kept = float(tf.reduce_mean(tf.cast(mask, tf.float32)))
+    assert abs(kept - 0.9) < 0.003  # over 7,000+ elements: more than 5 standard deviations
+    assert bool(tf.reduce_all(mask == keep_mask(tf.constant(shape), 0.1, tf.constant([3, 4]))))
+    other = keep_mask(tf.constant(shape), 0.1, tf.constant([3, 5]))
+    assert float(tf.reduce_mean(tf.cast(mask == other, tf.float32))) < 0.85  # independent masks agree on 0.82
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_fused_dropout_drops_rate_of_the_inputs_scales_the_rest_and_passes_through_at_inference(dtype):
+    layer = FusedDropout(0.25, seed=7, dtype=dtype)
+    inputs = tf.ones([64, 1000], dtype)
+    first, second = (layer(inputs, training=True).numpy().astype("float32") for _ in range(2))
+    assert set(np.unique(first)) == {0.0, np.float32(tf.cast(1 / 0.75, dtype).numpy())}
+    assert abs((first == 0).mean() - 0.25) < 0.01
+    assert (first != second).any()  # each call draws a new mask
+    assert np.array_equal(layer(inputs, training=False).numpy(), inputs.numpy())
+    noise_shaped = FusedDropout(0.25, noise_shape=(64, 1), seed=7)(tf.ones([64, 1000]), training=True).numpy()
+    assert (noise_shaped.min(axis=1) == noise_shaped.max(axis=1)).all()  # Keras' own path for a noise shape
+
+
+def test_attention_dropout_keeps_the_expected_output():
+    # Dropout on the attention probabilities with its scale folded into the values: averaged over
+    # many draws, the output converges to the output without dropout (a missing scale gives 0.7x).
+    keras.utils.set_random_seed(0)
+    attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, dropout=0.3, seed=1)
+    query = tf.random.normal([2, 5, 8])
+    expected = attention(query, query, training=False).numpy()
+    inputs = keras.Input([5, 8])
+    assert use_fused_layers(keras.Model(inputs, attention(inputs, inputs))) == 6  # 4 projections, dropout, itself
+    assert isinstance(attention, FusedMultiHeadAttention) and isinstance(attention._dropout_layer, FusedDropout)
+    mean = np.mean([attention(query, query, training=True).numpy() for _ in range(400)], axis=0)
+    assert np.abs(mean - expected).max() < 0.1 * np.abs(expected).max()
+    assert not np.allclose(attention(query, query, training=True).numpy(), expected, atol=1e-3)
