@@ -107,7 +107,8 @@ class TrainConfig:
     fused_layers: bool = option(
         True,
         "Compute the backbone's dense layers as MatMul+BiasAdd(+GELU) and attention as "
-        "BatchMatMul with an additive mask, which TensorFlow fuses (kerasbert/fused_layers.py).",
+        "BatchMatMul with an additive mask, which TensorFlow fuses, and dropout masks from 16 "
+        "random bits per element (kerasbert/fused_layers.py).",
     )
     trim_last_layer: bool = option(
         True,
