@@ -5,8 +5,9 @@ test accuracy and throughput side by side, from each run's metrics.json.
         --max-train-examples 5000 --max-test-examples 5000
 
 Each revision is extracted with `git archive` into a temporary folder and run with this
-checkout's virtual environment (the revisions must share requirements). Arguments after `--`
-go to `train.py` of both; `--seed` and `--output-dir` are set here.
+checkout's virtual environment (the revisions must share requirements), from the directory
+this script is started in, so relative paths after `--` mean what they mean here. Arguments
+after `--` go to `train.py` of both; `--seed` and `--output-dir` are set here.
 """
 
 import argparse
@@ -28,7 +29,7 @@ def run(folder, train_args, seed, output):
     environment = {**os.environ, "PYTHONPATH": folder, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, os.path.join(folder, "train.py"), *train_args, "--seed", str(seed),
                "--output-dir", output]
-    completed = subprocess.run(command, cwd=folder, env=environment, capture_output=True, text=True)
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True)
     if completed.returncode:
         return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
     with open(os.path.join(output, "metrics.json")) as file:

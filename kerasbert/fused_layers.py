@@ -11,9 +11,10 @@ The subclasses compute the same functions as 2-D `MatMul` + `BiasAdd` (+
 GELU), which the remapper turns into one `_FusedMatMul`, and attention as
 `BatchMatMul` with an additive mask. Dropout draws 16 random bits per element
 where TensorFlow's draws a 32-bit word (also in bfloat16): in bf16 training on
-a CPU, random numbers for dropout took 13% of the step (`benchmarks/profile.md`).
-Weights, configs and saved files are unchanged: `use_fused_layers` only rebinds the classes of a built model's
-layers, so a model is fused again after it is loaded.
+a CPU, the random numbers for dropout took 13% of the op time
+(`benchmarks/profile.md`). Weights, configs and saved files are unchanged:
+`use_fused_layers` only rebinds the classes of a built model's layers, so a
+model is fused again after it is loaded.
 
 Example:
 
@@ -91,6 +92,7 @@ def keep_mask(shape, rate, seed):
 
 
 def dropped_of_65536(rate):
+    """How many of the 65536 values of 16 random bits a dropout `rate` drops."""
     return round(rate * 65536)
 
 
