@@ -108,14 +108,20 @@ def fast_dropout_applies(dropout, training):
     return bool(training) and dropout.noise_shape is None and 0 < dropped_of_65536(dropout.rate) < 65536
 
 
+def zero_dropped(dropout, inputs):
+    """`inputs` with the elements a fresh `keep_mask` drops set to zero, drawn from a
+    Keras Dropout layer's rate and seed generator; the rest unscaled."""
+    keep = keep_mask(tf.shape(inputs), dropout.rate, stateless_seed(dropout.seed_generator))
+    return tf.where(keep, inputs, tf.zeros((), inputs.dtype))
+
+
 class FusedDropout(keras.layers.Dropout):
     """`keras.layers.Dropout` whose mask takes 16 random bits per element (`keep_mask`)."""
 
     def call(self, inputs, training=False):
         if not fast_dropout_applies(self, training):
             return super().call(inputs, training=training)
-        keep = keep_mask(tf.shape(inputs), self.rate, stateless_seed(self.seed_generator))
-        return tf.where(keep, inputs * tf.cast(1 / (1 - self.rate), inputs.dtype), tf.zeros((), inputs.dtype))
+        return zero_dropped(self, inputs * tf.cast(1 / (1 - self.rate), inputs.dtype))
 
 
 class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
@@ -139,8 +145,7 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         dropout = self._dropout_layer
         if fast_dropout_applies(dropout, training):
             # Dropout's 1 / (1 - rate) goes on the values, which are 1/length the size of the scores.
-            keep = keep_mask(tf.shape(probabilities), dropout.rate, stateless_seed(dropout.seed_generator))
-            probabilities = tf.where(keep, probabilities, tf.zeros((), probabilities.dtype))
+            probabilities = zero_dropped(dropout, probabilities)
             value *= tf.cast(1 / (1 - dropout.rate), value.dtype)
         else:
             probabilities = dropout(probabilities, training=training)
