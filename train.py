@@ -5,7 +5,7 @@
 
 import sys
 
-from kerasbert.cli import main
+from kerasbert.job.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -16,8 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from kerasbert.parity import parity_examples  # noqa: E402
-from kerasbert.predict import load_predictor  # noqa: E402
+from kerasbert.job.exporting import parity_examples  # noqa: E402
+from kerasbert.deploy.predict import load_predictor  # noqa: E402
 from machine import results_heading  # noqa: E402
 
 

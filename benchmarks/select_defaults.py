@@ -16,9 +16,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kerasbert import data  # noqa: E402
-from kerasbert.config import TrainConfig  # noqa: E402
-from kerasbert.presets import resolve_preset  # noqa: E402
-from kerasbert.training import fine_tune  # noqa: E402
+from kerasbert.job.config import TrainConfig  # noqa: E402
+from kerasbert.job.training import fine_tune  # noqa: E402
 from machine import results_heading  # noqa: E402
 
 SWEEPS = {
@@ -42,7 +41,6 @@ def main():
     args = parser.parse_args()
     base = TrainConfig(data_dir=args.data_dir, max_train_examples=args.max_train_examples, max_test_examples=1)
     splits = data.load_splits(**base.data_options())
-    preset_path = resolve_preset(base.preset)
     with open(args.results, "a") as results:
         results.write(results_heading() + "\n"
                       f"{len(splits.train)} training and {len(splits.validation)} validation examples "
@@ -52,7 +50,7 @@ def main():
         for candidate in SWEEPS[args.sweep]:
             config = dataclasses.replace(base, **candidate, output_dir=tempfile.mkdtemp(prefix="kerasbert-sweep-"))
             started = time.perf_counter()
-            tuned = fine_tune(config, preset_path, splits, config.output_dir)
+            tuned = fine_tune(config, splits, config.output_dir)
             accuracy = tuned.history["val_accuracy"][-1]
             results.write(f"| {config.max_seq_length} | {config.learning_rate:g} | {config.truncation} | "
                           f"{accuracy:.4f} | {(time.perf_counter() - started) / 60:.1f} |\n")

@@ -55,7 +55,7 @@ predict = lambda texts: serve(text=tf.constant(texts))["probabilities"].numpy()
 TFLITE_WORKER = """
 import json, sys, time
 import numpy as np
-from kerasbert.tflite import TFLiteClassifier
+from kerasbert.deploy.tflite import TFLiteClassifier
 job = json.load(open(sys.argv[1]))
 started = time.perf_counter()
 model = TFLiteClassifier(job["path"], threads=job["threads"])
@@ -133,7 +133,7 @@ def run_worker(kind, job):
 
 def hugging_face_state_dict(classifier):
     """The classifier's weights under `BertForSequenceClassification`'s names (float32 numpy)."""
-    from kerasbert.model import inference_copy
+    from kerasbert.inference import inference_copy
 
     plain = inference_copy(classifier, dtype="float32", fused_layers=False)
     backbone = plain.backbone
@@ -214,7 +214,7 @@ def export_onnx(classifier, preset, folder):
 
 
 def keras_float32_probabilities(classifier, texts):
-    from kerasbert.model import inference_copy
+    from kerasbert.inference import inference_copy
 
     logits = np.asarray(inference_copy(classifier, dtype="float32").predict(texts, verbose=0), np.float64)
     return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -224,9 +224,9 @@ def export_artifacts(classifier, preset, folder, tflite_variants):
     """Every artifact to measure: {name: (worker kind, path)}."""
     import tensorflow as tf
 
-    from kerasbert import export
+    from kerasbert.deploy import export
     from kerasbert.hardware import choose_precision, detect_hardware
-    from kerasbert.serving import ServingModule
+    from kerasbert.deploy.serving import ServingModule
 
     class PaddedToFullLength(ServingModule):
         """The SavedModel before this benchmark existed: every request padded to the full length."""

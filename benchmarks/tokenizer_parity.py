@@ -17,7 +17,7 @@ import unicodedata
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from kerasbert import data  # noqa: E402
-from kerasbert.tflite import tokenizer_mismatches  # noqa: E402
+from kerasbert.deploy.tflite import tokenizer_mismatches  # noqa: E402
 from kerasbert.preprocessing import ReviewPreprocessor  # noqa: E402
 from kerasbert.presets import resolve_preset  # noqa: E402
 

@@ -269,7 +269,7 @@ class KerasbertWorker:
     def __init__(self, job):
         import dataclasses
 
-        from kerasbert.config import TrainConfig
+        from kerasbert.job.config import TrainConfig
         from kerasbert.model import build_classifier
 
         self.job = job

@@ -24,6 +24,7 @@ import tensorflow as tf
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.texts import ACL_IMDB_CLASSES, LabeledTexts, read_acl_imdb, read_table
 
+TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 # Batches are padded to a multiple of this many tokens, which bounds the number
 # of distinct shapes (and so of retraced or XLA-recompiled train steps).
 PAD_TO_MULTIPLE_OF = 16
@@ -78,15 +79,16 @@ def looks_like_path(dataset):
 
 
 @functools.lru_cache(maxsize=2)
-def read_tfds(name, data_dir):
-    """The train and test splits of a prepared tfds dataset; nothing is downloaded.
+def read_tfds(name, data_dir=None):
+    """(train, test, class names) of a prepared tfds dataset in `data_dir` (default: tfds' own,
+    `$TFDS_DATA_DIR` if set); nothing is downloaded.
 
     Cached: a sweep or a test session reads the same splits many times.
     """
     import tensorflow_datasets as tfds
 
     if data_dir and not os.path.isdir(data_dir):
-        raise KerasbertError(f"data directory {data_dir} does not exist (set --data-dir or TFDS_DATA_DIR)")
+        raise KerasbertError(f"data directory {data_dir} does not exist (set `data_dir` or TFDS_DATA_DIR)")
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
     except tfds.core.registered.DatasetNotFoundError:
@@ -94,7 +96,7 @@ def read_tfds(name, data_dir):
     if not builder.is_prepared():
         raise KerasbertError(
             f"no prepared {name} in {builder.data_dir} (data directory {data_dir or 'tfds default'}); "
-            "prepare it with tfds or point --data-dir at a copy"
+            "prepare it with tfds or point `data_dir` at a copy"
         )
     for split in ("train", "test"):
         if split not in builder.info.splits:
@@ -109,7 +111,7 @@ def read_tfds(name, data_dir):
         )
     except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
         raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line(error)}); "
-                             "prepare it again with tfds or point --data-dir at a good copy") from None
+                             "prepare it again with tfds or point `data_dir` at a good copy") from None
     return train, test, class_names
 
 
@@ -209,3 +211,37 @@ def trim_padding(features):
     width = tf.shape(features["token_ids"])[1]
     keep = tf.minimum(width, -(-longest // PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF)
     return {name: value[:, :keep] for name, value in features.items()}
+
+
+# --- what a model is fed -------------------------------------------------
+
+
+def is_texts(x):
+    """Whether `x` is raw texts: `LabeledTexts`, or a list or 1-D array of strings."""
+    if isinstance(x, LabeledTexts):
+        return True
+    if isinstance(x, (list, tuple)):
+        return bool(x) and all(isinstance(item, str) for item in x)
+    return isinstance(x, np.ndarray) and x.ndim == 1 and x.dtype.kind in "OUS"
+
+
+def is_token_features(x):
+    return isinstance(x, dict) and set(TOKEN_INPUTS) <= set(x)
+
+
+def is_token_dataset(x):
+    """Whether `x` is a `tf.data.Dataset` of token-id features (alone, or with labels)."""
+    if not isinstance(x, tf.data.Dataset):
+        return False
+    spec = x.element_spec
+    return is_token_features(spec[0] if isinstance(spec, tuple) else spec)
+
+
+def as_labeled_texts(texts, labels=None):
+    if isinstance(texts, LabeledTexts):
+        return texts
+    texts = np.asarray(list(texts), dtype=object)
+    labels = np.zeros(len(texts), np.int32) if labels is None else np.asarray(labels, np.int32)
+    if len(labels) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    return LabeledTexts(texts, labels)

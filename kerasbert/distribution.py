@@ -28,7 +28,7 @@ import os
 
 import tensorflow as tf
 
-from kerasbert.errors import KerasbertError
+from kerasbert.errors import KerasbertError, first_line
 
 STRATEGIES = ("auto", "default", "one-device", "mirrored", "multi-worker", "tpu")
 
@@ -96,7 +96,7 @@ def split_cpu(devices):
     except RuntimeError:
         configured = tf.config.get_logical_device_configuration(cpu) or []
         if len(configured) != devices:
-            raise KerasbertError(f"--logical-cpu-devices {devices}: TensorFlow has already started with "
+            raise KerasbertError(f"`logical_cpu_devices` {devices}: TensorFlow has already started with "
                                  f"{max(len(configured), 1)} CPU device(s) in this process") from None
 
 
@@ -107,7 +107,7 @@ def tpu_attached(environ=os.environ):
 def make_strategy(name, logical_cpu_devices=0, environ=os.environ):
     """The `tf.distribute.Strategy` for `--strategy name`, with a clear error when it cannot run here."""
     if name not in STRATEGIES:
-        raise KerasbertError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
+        raise KerasbertError(f"`strategy` must be one of {', '.join(STRATEGIES)}, got {name!r}")
     task = cluster_task(environ)
     split_cpu(logical_cpu_devices)
     if name == "auto":
@@ -115,8 +115,8 @@ def make_strategy(name, logical_cpu_devices=0, environ=os.environ):
         name = ("tpu" if tpu_attached(environ) else "multi-worker" if task.workers > 1
                 else "mirrored" if len(gpus) > 1 else "default")
     if task.workers > 1 and name != "multi-worker":
-        raise KerasbertError(f"TF_CONFIG describes a {task.workers}-task cluster, but --strategy is {name}; "
-                             "use --strategy multi-worker (or auto), or unset TF_CONFIG")
+        raise KerasbertError(f"TF_CONFIG describes a {task.workers}-task cluster, but `strategy` is {name}; "
+                             "use `strategy` multi-worker (or auto), or unset TF_CONFIG")
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one-device":
@@ -126,22 +126,21 @@ def make_strategy(name, logical_cpu_devices=0, environ=os.environ):
         return tf.distribute.MirroredStrategy(devices or [d.name for d in tf.config.list_logical_devices("CPU")])
     if name == "multi-worker":
         if task.workers < 2 and not environ.get("TF_CONFIG"):
-            raise KerasbertError("--strategy multi-worker needs TF_CONFIG describing the cluster and this task")
+            raise KerasbertError("`strategy` multi-worker needs TF_CONFIG describing the cluster and this task")
         return MultiWorkerStrategy()
     return tpu_strategy(environ)
 
 
 def tpu_strategy(environ):
     if not tpu_attached(environ):
-        raise KerasbertError("--strategy tpu: no TPU is attached to this machine (no TPU_NAME, no /dev/accel*); "
+        raise KerasbertError("`strategy` tpu: no TPU is attached to this machine (no TPU_NAME, no /dev/accel*); "
                              "run on a Cloud TPU VM or set TPU_NAME")
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=environ.get("TPU_NAME", "local"))
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise KerasbertError(f"--strategy tpu: no TPU is available here ({message})") from None
+        raise KerasbertError(f"`strategy` tpu: no TPU is available here ({first_line(error)})") from None
     return tf.distribute.TPUStrategy(resolver)
 
 

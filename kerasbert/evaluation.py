@@ -8,6 +8,8 @@ always reported too.
 Example:
 
 >>> import numpy as np
+
+from kerasbert.progress import keras_verbosity
 >>> metrics = classification_metrics(np.array([0, 1, 1]),
 ...                                  np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), ["neg", "pos"])
 >>> round(metrics["accuracy"], 3), metrics["confusion_matrix"]
@@ -17,6 +19,8 @@ Example:
 import time
 
 import numpy as np
+
+from kerasbert.progress import keras_verbosity
 
 
 def classification_metrics(labels, probabilities, class_names):
@@ -73,13 +77,10 @@ def roc_auc(is_positive, scores):
 
 
 def predict_probabilities(classifier, dataset):
-    """Softmax probabilities (float32) for a dataset of (features, label) batches, and the seconds it took."""
+    """A classifier's probabilities for a dataset of (features, label) batches, and the seconds it took."""
     start = time.perf_counter()
-    logits = classifier.predict(dataset, verbose="auto")
-    seconds = time.perf_counter() - start
-    logits = np.asarray(logits, dtype=np.float32)
-    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return exponentials / exponentials.sum(axis=1, keepdims=True), seconds
+    probabilities = classifier.predict_probabilities(dataset, verbose=keras_verbosity())
+    return probabilities, time.perf_counter() - start
 
 
 def format_metrics_table(metrics):

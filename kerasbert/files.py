@@ -41,7 +41,7 @@ def check_can_create(path, what):
 def check_free(path, overwrite):
     """Refuse a `path` that exists, unless `overwrite`."""
     if os.path.lexists(path) and not overwrite:
-        raise KerasbertError(f"{path} already exists (pass --overwrite to replace it)")
+        raise KerasbertError(f"{path} already exists (pass `overwrite` to replace it)")
 
 
 def next_version(model_root):

@@ -18,9 +18,8 @@ model is fused again after it is loaded.
 
 Example:
 
->>> from kerasbert.model import build_classifier
->>> from kerasbert.presets import resolve_preset
->>> classifier, _ = build_classifier(resolve_preset("all_minilm_l6_v2_offline"), 2, 64, fused_layers=False)
+>>> from kerasbert.model import TextClassifier
+>>> classifier = TextClassifier.from_preset("all_minilm_l6_v2_offline", num_classes=2, fused_layers=False)
 >>> use_fused_layers(classifier)  # per layer: 4 projections, 2 feed-forward, attention, 3 dropouts; 4 more
 64
 >>> uses_fused_layers(classifier)

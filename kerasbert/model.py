@@ -1,49 +1,66 @@
-"""The classifier: KerasHub's BERT backbone with a classification head
-(dropout + dense) on the pooled [CLS] output, built with its preprocessor
-(`kerasbert.preprocessing`), saved and loaded.
+"""The task: `TextClassifier`, KerasHub's BERT text classifier built from a preset
+with its preprocessor attached, trained on raw texts with `fit`, saved and loaded
+with plain Keras, optimizer state included.
 
-Example:
+Example (a tiny random backbone; `TextClassifier.from_preset("all_minilm_l6_v2_offline",
+class_names=["neg", "pos"])` builds the real one):
 
->>> from kerasbert.presets import resolve_preset
->>> classifier, preprocessor = build_classifier(
-...     resolve_preset("all_minilm_l6_v2_offline"), num_classes=2, max_seq_length=64)
->>> classifier.predict(preprocessor(["A wonderful film."]), verbose=0).shape
+>>> backbone = keras_hub.models.BertBackbone(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
+...                                          intermediate_dim=16, max_sequence_length=16)
+>>> classifier = TextClassifier(backbone, class_names=["neg", "pos"])
+>>> classifier.predict_probabilities({"token_ids": np.array([[2, 5, 3]]), "segment_ids": np.zeros((1, 3), int),
+...                                   "padding_mask": np.ones((1, 3), int)}).shape
 (1, 2)
 """
 
 import os
-import warnings
+import random
 
 import keras
 import keras_hub
+import numpy as np
 import tensorflow as tf
+from keras_hub.src.utils.python_utils import classproperty
 
+from kerasbert import data
+from kerasbert.data import as_labeled_texts, is_texts, is_token_dataset, is_token_features
 from kerasbert.backbone import pooled_output, set_feedforward_activation
 from kerasbert.errors import KerasbertError, first_line
-from kerasbert.fused_layers import use_fused_layers, uses_fused_layers
-from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.files import written_atomically
+from kerasbert.fused_layers import use_fused_layers
+from kerasbert.hardware import choose_precision, detect_hardware
+from kerasbert.optimizers import adamw_with_warmup, learn_training_length
 from kerasbert.preprocessing import ReviewPreprocessor
-from kerasbert.presets import hugging_face_activation
+from kerasbert.presets import DEFAULT_PRESET, hugging_face_activation, preset_listing, resolve_preset
+from kerasbert.texts import LabeledTexts
 
-TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
+SEED_STATE_PREFIX = "seed_generator_"
+
+
+def softmax(logits):
+    """Class probabilities (float32) from logits of any float dtype."""
+    return tf.nn.softmax(tf.cast(logits, tf.float32))
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
 class TextClassifier(keras_hub.models.BertTextClassifier):
-    """KerasHub's BERT text classifier that knows its class names and computes
-    with fused layers (`kerasbert.fused_layers`) and a trimmed last layer.
+    """KerasHub's BERT text classifier that knows its class names, computes with fused
+    layers (`kerasbert.fused_layers`) and a trimmed last layer, and trains on raw texts
+    the fast way: `fit(texts, labels)` shuffles anew each epoch, batches reviews of
+    similar length and tokenizes in `tf.data`.
 
-    All are part of its config, so `classifier.save(path)` and
-    `keras.saving.load_model(path, safe_mode=True)` give back the same model,
-    fused, with its class names and (when saved with one) its preprocessor.
+    `compile()` defaults to AdamW with linear warm-up and decay whose length `fit`
+    learns from its `epochs` and the data. Everything is part of the config, and
+    `save` keeps the optimizer state and the dropout generators, so
+    `keras.saving.load_model(path)` gives back a compiled classifier whose next
+    `fit(..., initial_epoch=k)` continues an interrupted one exactly.
 
     Args:
         backbone: a `keras_hub.models.BertBackbone`.
+        num_classes: the number of classes, when `class_names` is not given.
+        preprocessor: a `ReviewPreprocessor`, or None to feed token ids.
         class_names: the name of each class, in the order of the logits;
             default "0", "1", ... for `num_classes` classes.
-        preprocessor: a `ReviewPreprocessor`, or None when the model is fed
-            token ids (as in training, where `tf.data` tokenizes).
         fused_layers: compute with `kerasbert.fused_layers` (same weights).
         feedforward_activation: the activation of the backbone's feed-forward
             layers, when the checkpoint was trained with another one than
@@ -51,18 +68,12 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
             the exact GELU of a Hugging Face BERT. None keeps the backbone's.
         trim_last_layer: compute the last transformer layer at [CLS] only, the position
             the head reads (`kerasbert.backbone`: same logits, a seventh less work).
-
-    Example:
-
-    >>> backbone = keras_hub.models.BertBackbone(vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=8,
-    ...                                          intermediate_dim=16, max_sequence_length=16)
-    >>> classifier = TextClassifier(backbone, class_names=["neg", "pos"])
-    >>> classifier.class_names, uses_fused_layers(classifier)
-    (('neg', 'pos'), True)
+        shuffle_seed: the seed of `fit`'s shuffling of raw texts (None: drawn from
+            Python's `random`, which `keras.utils.set_random_seed` seeds, at the first fit).
     """
 
     def __init__(self, backbone, num_classes=None, preprocessor=None, class_names=None, fused_layers=True,
-                 feedforward_activation=None, trim_last_layer=True, **kwargs):
+                 feedforward_activation=None, trim_last_layer=True, shuffle_seed=None, **kwargs):
         if class_names is None:
             if num_classes is None:
                 raise ValueError("give class_names or num_classes")
@@ -78,6 +89,49 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         if feedforward_activation:
             set_feedforward_activation(backbone, feedforward_activation)
         self.trim_last_layer = trim_last_layer
+        self.shuffle_seed = shuffle_seed
+
+    @classproperty
+    def presets(cls):
+        """Every preset `from_preset` takes by name: kerasbert's offline ones first, then KerasHub's BERT presets."""
+        return preset_listing()
+
+    @classmethod
+    def from_preset(cls, preset=DEFAULT_PRESET, num_classes=None, class_names=None, sequence_length=256,
+                    truncation="head+tail", dropout=0.1, backbone_dropout=None, precision="auto",
+                    fused_layers=True, trim_last_layer=True, load_weights=True, **kwargs):
+        """A classifier on a preset's backbone, with its `ReviewPreprocessor` attached, compiled.
+
+        Args:
+            preset: a name of `TextClassifier.presets` (kerasbert's offline presets are
+                checked against their pinned sha256), a `hf://` or `kaggle://` handle, or
+                a local KerasHub or Hugging Face BERT folder.
+            num_classes, class_names: the classes (names give `classify` its labels).
+            sequence_length: tokens per text, [CLS] and [SEP] included.
+            truncation: which tokens of a longer text to keep: head, tail or head+tail.
+            dropout: dropout before the classification layer.
+            backbone_dropout: dropout inside the backbone (None: the preset's).
+            precision: auto (what this machine computes natively), off (float32), bf16 or fp16.
+            fused_layers, trim_last_layer: as in the constructor (same logits).
+            load_weights: load the preset's weights (False: random ones).
+        """
+        path = resolve_preset(preset)
+        hardware = detect_hardware() if precision == "auto" else None  # an explicit choice needs no look
+        dtype = choose_precision(precision, hardware).policy
+        backbone_options = {} if backbone_dropout is None else {"dropout": backbone_dropout}
+        try:
+            preprocessor = ReviewPreprocessor.from_preset(path, sequence_length=sequence_length,
+                                                          truncation=truncation)
+            backbone = keras_hub.models.BertBackbone.from_preset(path, dtype=dtype, load_weights=load_weights,
+                                                                 **backbone_options)
+        except (OSError, ValueError, KeyError) as error:
+            raise KerasbertError(f"cannot load preset {preset}: {first_line(error)}") from None
+        if sequence_length > backbone.max_sequence_length:
+            raise KerasbertError(f"`sequence_length` {sequence_length} exceeds the model's "
+                                 f"{backbone.max_sequence_length} positions")
+        return cls(backbone, num_classes, preprocessor=preprocessor, class_names=class_names, dropout=dropout,
+                   fused_layers=fused_layers, feedforward_activation=hugging_face_activation(path),
+                   trim_last_layer=trim_last_layer, dtype=dtype, **kwargs)
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         if not self.trim_last_layer or not isinstance(inputs, dict):  # Keras says what a bad input lacks
@@ -86,126 +140,150 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         return self.output_dense(self.output_dropout(pooled, training=training))
 
     def compile(self, optimizer="auto", loss="auto", *, metrics="auto", **kwargs):
-        """KerasHub's defaults, with the accuracy metric named `accuracy` (so `val_accuracy` in `fit`'s logs)."""
+        """KerasHub's defaults, but for the optimizer: "auto" is `adamw_with_warmup(5e-5)`,
+        whose schedule learns the length of training from `fit`. The accuracy metric is
+        named `accuracy` (so `val_accuracy` in `fit`'s logs)."""
+        if optimizer == "auto":
+            optimizer = adamw_with_warmup(5e-5)
         if metrics == "auto":
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
         super().compile(optimizer, loss, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """What `load_model` calls: compile as saved, and build the optimizer so its saved
+        state (moments, step) loads into it."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, validation_data=None, shuffle=True, initial_epoch=0,
+            steps_per_epoch=None, **kwargs):
+        """Keras' `fit`. Raw texts (a list or array of strings with labels `y`, or
+        `LabeledTexts`) are shuffled anew every epoch (by `shuffle_seed` and the epoch, so
+        `initial_epoch` resumes the same order), batched by similar length and tokenized in
+        `tf.data`; a `(texts, labels)` `validation_data` likewise, in length order. A
+        `tf.data.Dataset` of token-id dicts is fed as it is; one of strings is tokenized by
+        the preprocessor, as in KerasHub. The learning-rate schedule learns its length
+        (`epochs` times the batches per epoch) the first time."""
+        fed_tokens = self.preprocessor is None or is_token_dataset(x) or is_token_features(x)
+        if self.preprocessor is not None and is_texts(x):
+            x = data.training_dataset(as_labeled_texts(x, y), self.preprocessor, batch_size or 32,
+                                      self.drawn_shuffle_seed(), first_epoch=initial_epoch)
+            y, batch_size, fed_tokens = None, None, True
+            if isinstance(validation_data, LabeledTexts):
+                validation_data = self.evaluation_batches(validation_data)
+            elif validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
+                validation_data = self.evaluation_batches(*validation_data[:2])
+        if isinstance(x, tf.data.Dataset):
+            shuffle = False  # a dataset orders itself; Keras would only warn that it ignores `shuffle`
+            steps = steps_per_epoch or max(int(x.cardinality()), 0)
+        else:
+            steps = steps_per_epoch or -(-len(keras.tree.flatten(x)[0]) // (batch_size or 32))
+        learn_training_length(self.optimizer, epochs * steps)
+        fit = keras.Model.fit if fed_tokens else super().fit  # KerasHub's fit would tokenize again
+        return fit(self, x=x, y=y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                   shuffle=shuffle, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, **kwargs)
+
+    def evaluation_batches(self, texts, labels=None, batch_size=64):
+        """`(texts, labels)` as tokenized batches in order of length (the fast order to evaluate in)."""
+        examples = as_labeled_texts(texts, labels).sorted_by_length()
+        return data.evaluation_dataset(examples, self.preprocessor, batch_size)
+
+    def predict(self, x=None, batch_size=None, **kwargs):
+        """Keras' `predict` (logits). Raw texts are computed in batches of similar length
+        and returned in their order; token-id features, or a dataset of them, are fed as
+        they are; a dataset of strings is tokenized by the preprocessor, as in KerasHub."""
+        if self.preprocessor is not None and is_texts(x):
+            texts = as_labeled_texts(x).texts
+            order = np.argsort([len(text) for text in texts], kind="stable")
+            logits = keras.Model.predict(self, self.evaluation_batches(texts[order], batch_size=batch_size or 64),
+                                         **kwargs)
+            unsorted = np.empty_like(logits)
+            unsorted[order] = logits
+            return unsorted
+        if self.preprocessor is None or is_token_dataset(x) or is_token_features(x):
+            return keras.Model.predict(self, x, batch_size=batch_size, **kwargs)
+        return super().predict(x, batch_size=batch_size, **kwargs)
+
+    def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
+        """Keras' `evaluate`; raw texts with labels `y` in batches of similar length."""
+        if self.preprocessor is not None and is_texts(x):
+            x, y, batch_size = self.evaluation_batches(x, y, batch_size or 64), None, None
+        if self.preprocessor is None or is_token_dataset(x) or is_token_features(x):
+            return keras.Model.evaluate(self, x, y, batch_size=batch_size, **kwargs)
+        return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+
+    def predict_probabilities(self, x, batch_size=64, verbose=0):
+        """Class probabilities (float32, [count, classes]) of what `predict` takes."""
+        return softmax(self.predict(x, batch_size=batch_size, verbose=verbose)).numpy()
+
+    def classify(self, texts, batch_size=64):
+        """One dict per text: its most likely class name (`label`), that class's probability
+        and every class's, computed as in `predict_probabilities`."""
+        return labeled_rows(texts, self.predict_probabilities(texts, batch_size), self.class_names)
+
+    def drawn_shuffle_seed(self):
+        if self.shuffle_seed is None:
+            self.shuffle_seed = random.randrange(2**31)
+        return self.shuffle_seed
+
+    def seed_generators(self):
+        """Every dropout seed generator of the model, in layer order."""
+        return [generator for layer in self._flatten_layers() for generator in layer._seed_generators]
+
+    def save_own_variables(self, store):
+        """The model's own variables and, unlike Keras, its dropout seed generators' states:
+        training continued after `load_model` draws the masks an uninterrupted run would.
+        A compiled model's optimizer is built first (Keras saves it next), so that its
+        variables match those `compile_from_config` builds on loading."""
+        if self.compiled and self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
+        super().save_own_variables(store)
+        for index, generator in enumerate(self.seed_generators()):
+            store[f"{SEED_STATE_PREFIX}{index}"] = generator.state
+
+    def load_own_variables(self, store):
+        own = self._trainable_variables + self._non_trainable_variables
+        for index, variable in enumerate(own):
+            variable.assign(store[str(index)])
+        saved_seeds = [key for key in store.keys() if key.startswith(SEED_STATE_PREFIX)]
+        if len(saved_seeds) == len(self.seed_generators()):  # files written before the seeds were saved have none
+            for index, generator in enumerate(self.seed_generators()):
+                generator.state.assign(store[f"{SEED_STATE_PREFIX}{index}"])
+
     def get_config(self):
         return {**super().get_config(), "class_names": list(self.class_names), "fused_layers": self.fused_layers,
-                "feedforward_activation": self.feedforward_activation, "trim_last_layer": self.trim_last_layer}
+                "feedforward_activation": self.feedforward_activation, "trim_last_layer": self.trim_last_layer,
+                "shuffle_seed": self.shuffle_seed}
 
 
-def build_classifier(preset, num_classes, max_seq_length, truncation="head+tail", dropout=0.1,
-                     mixed_precision="auto", backbone_dropout=-1.0, fused_layers=True, class_names=None,
-                     trim_last_layer=True):
-    """A `BertClassifier` fed ready tensors, and the preprocessor that makes them.
-
-    The classifier's own `preprocessor` is None during training: the
-    preprocessor runs in the `tf.data` pipeline instead. `attach_preprocessor`
-    puts it back before the model is saved. `backbone_dropout` -1 keeps the
-    preset's dropout inside the transformer layers. `fused_layers` swaps in
-    the layer subclasses of `kerasbert.fused_layers` (same weights, same outputs);
-    `trim_last_layer` computes the last transformer layer at [CLS] only (same logits).
-    A Hugging Face checkpoint computes the feed-forward activation it was
-    trained with (`hugging_face_activation`).
-    `mixed_precision` "auto" picks what the hardware computes natively
-    (`kerasbert.hardware.choose_precision`).
-    """
-    hardware = detect_hardware() if mixed_precision == "auto" else None  # an explicit choice needs no look
-    dtype = choose_precision(mixed_precision, hardware).policy
-    backbone_options = {} if backbone_dropout < 0 else {"dropout": backbone_dropout}
-    try:
-        preprocessor = ReviewPreprocessor.from_preset(
-            preset, sequence_length=max_seq_length, truncation=truncation
-        )
-        backbone = keras_hub.models.BertBackbone.from_preset(preset, dtype=dtype, **backbone_options)
-    except (OSError, ValueError, KeyError) as error:
-        raise KerasbertError(f"cannot load preset {preset}: {first_line(error)}") from None
-    if max_seq_length > backbone.max_sequence_length:
-        raise KerasbertError(f"--max-seq-length {max_seq_length} exceeds the model's "
-                             f"{backbone.max_sequence_length} positions")
-    classifier = TextClassifier(backbone, num_classes, class_names=class_names, dropout=dropout,
-                                fused_layers=fused_layers, feedforward_activation=hugging_face_activation(preset),
-                                trim_last_layer=trim_last_layer, dtype=dtype)
-    return classifier, preprocessor
+def labeled_rows(texts, probabilities, class_names):
+    """`classify`'s rows: each text with its label, that label's probability and every class's."""
+    return [{"text": text, "label": class_names[int(row.argmax())], "probability": float(row.max()),
+             "probabilities": {name: float(p) for name, p in zip(class_names, row)}}
+            for text, row in zip(texts, probabilities)]
 
 
-def attach_preprocessor(classifier, preprocessor):
-    """The same classifier, now taking raw strings in `predict` and saving its tokenizer."""
-    classifier.preprocessor = preprocessor
-    return classifier
-
-
-def inference_copy(classifier, dtype=None, fused_layers=None):
-    """An uncompiled copy sharing the preprocessor: no optimizer state, optionally another dtype.
-
-    `dtype="float32"` turns a mixed-precision model into a float32 one (its
-    variables are float32 already), as TFLite wants; `dtype="mixed_bfloat16"`
-    makes any copy compute in bfloat16, and `dtype="bfloat16"` also stores its
-    weights in bfloat16, as a server with native bf16 wants. The copy has fused
-    layers if `fused_layers`, or (None) if the classifier has.
-    """
-    config = keras.saving.serialize_keras_object(classifier)
-    config["config"]["preprocessor"] = None
-    config.pop("compile_config", None)
-    fused = uses_fused_layers(classifier) if fused_layers is None else fused_layers
-    if "fused_layers" in config["config"]:  # a TextClassifier fuses itself
-        config["config"]["fused_layers"] = fused
-    if dtype:
-        config = with_compute_dtype(config, dtype)
-    copy = keras.saving.deserialize_keras_object(config)
-    copy.set_weights(classifier.get_weights())
-    copy.preprocessor = classifier.preprocessor
-    if fused and not uses_fused_layers(copy):
-        use_fused_layers(copy)
-    return copy
-
-
-def token_model(classifier, dtype="float32"):
-    """A copy of the classifier computing in `dtype`, without its preprocessor: token-id tensors in, logits out."""
-    model = inference_copy(classifier, dtype=dtype)
-    model.preprocessor = None
-    return model
-
-
-def token_probabilities(model, token_ids, segment_ids, padding_mask):
-    features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
-    return tf.nn.softmax(tf.cast(model(features, training=False), tf.float32))
-
-
-def with_compute_dtype(config, dtype):
-    """A serialized model config whose dtype policies compute in `dtype`: mixed-precision
-    policies become `dtype`, and float32 ones too unless `dtype` is float32. (Layer
-    normalization computes in float32 whatever its policy.)"""
-    replaced = ("mixed_",) if dtype == "float32" else ("mixed_", "float32")
-    if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy" and config["config"]["name"].startswith(replaced):
-            return {**config, "config": {**config["config"], "name": dtype}}
-        return {key: with_compute_dtype(value, dtype) for key, value in config.items()}
-    if isinstance(config, list):
-        return [with_compute_dtype(value, dtype) for value in config]
-    return config
+def class_names_of(classifier):
+    """A classifier's class names: a `TextClassifier`'s own, else "0", "1", ... (a plain KerasHub one)."""
+    names = getattr(classifier, "class_names", None)
+    return list(names) if names else [str(index) for index in range(classifier.get_config()["num_classes"])]
 
 
 def save_classifier(classifier, path):
-    """Save as `.keras` without optimizer state, via a temporary file so a crash never leaves half a model."""
+    """`classifier.save(path)` via a temporary file, so a crash never leaves half a model."""
     with written_atomically(path) as temporary:
-        inference_copy(classifier).save(temporary)
+        classifier.save(temporary)
 
 
 def load_classifier(path):
-    """Load a `.keras` classifier (safe mode: no lambdas or pickles), fused.
-
-    Models saved before `TextClassifier` existed (KerasHub's BertTextClassifier)
-    are fused after loading.
-    """
+    """Load a `.keras` classifier (safe mode: no lambdas or pickles), fused, with a one-line
+    error for a missing or damaged file. Models saved by KerasHub's own BertTextClassifier
+    are fused after loading."""
     if not os.path.isfile(path):
         raise KerasbertError(f"model file {path} does not exist")
     try:
-        with warnings.catch_warnings():  # every saved KerasHub task carries a compile config Keras cannot restore
-            warnings.filterwarnings("ignore", message=r"`compile\(\)` was not called", category=UserWarning)
-            classifier = keras.saving.load_model(path, safe_mode=True)
+        classifier = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
     if not isinstance(classifier, keras_hub.models.TextClassifier):

@@ -21,6 +21,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 from tensorboard.plugins.pr_curve import summary as pr_curve_summary
 
+from kerasbert.model import softmax
 from kerasbert.optimizers import GradientNormAdamW
 
 MISCLASSIFIED_SAMPLE = 256  # validation reviews scored at each epoch end for the text summary
@@ -30,12 +31,13 @@ REVIEW_CHARACTERS = 400
 
 class TrainingTensorBoard(keras.callbacks.TensorBoard):
     """Keras' TensorBoard callback, with learning rate, gradient global norm and
-    sequences/s in the per-step scalars (`batch_*` tags).
+    sequences/s in the per-step scalars (`batch_*` tags), every `update_freq` steps.
 
     The gradient norm comes from `GradientNormAdamW`; with another optimizer it is left out.
+    Sequences/s need the `batch_size`.
     """
 
-    def __init__(self, log_dir, batch_size, update_freq, profile_batch=0):
+    def __init__(self, log_dir, batch_size=None, update_freq=20, profile_batch=0):
         super().__init__(log_dir, update_freq=update_freq, profile_batch=profile_batch)
         self.batch_size = batch_size
 
@@ -54,7 +56,8 @@ class TrainingTensorBoard(keras.callbacks.TensorBoard):
         if self._global_train_batch % self.update_freq == 0:
             logs = {**(logs or {}), **self.optimizer_scalars()}
             now = time.perf_counter()
-            logs["sequences_per_second"] = self.batch_size * self.interval_steps / (now - self.interval_started)
+            if self.batch_size:
+                logs["sequences_per_second"] = self.batch_size * self.interval_steps / (now - self.interval_started)
             self.interval_started, self.interval_steps = now, 0
         super().on_train_batch_end(batch, logs)
 
@@ -86,7 +89,7 @@ class MisclassifiedReviews(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # Direct calls, not `predict`: under a multi-worker strategy `predict` needs every worker.
         logits = [self.model(features, training=False) for features, _ in self.batches]
-        probabilities = tf.nn.softmax(tf.cast(tf.concat(logits, axis=0), tf.float32)).numpy()
+        probabilities = softmax(tf.concat(logits, axis=0)).numpy()
         text = misclassified_table(self.reviews, probabilities, self.class_names)
         with tf.summary.create_file_writer(self.log_dir).as_default():
             tf.summary.text("misclassified_reviews", text, step=epoch,
@@ -108,9 +111,9 @@ def misclassified_table(reviews, probabilities, class_names, shown=MISCLASSIFIED
     return "\n".join(lines)
 
 
-def log_hyperparameters(log_dir, config, run_name):
-    """Start the HParams session of this run: the config, and which scalars are its metrics."""
-    values = {name: value for name, value in config.to_dict().items() if isinstance(value, (bool, int, float, str))}
+def log_hyperparameters(log_dir, options, run_name):
+    """Start the HParams session of this run: its options (a dict), and which scalars are its metrics."""
+    values = {name: value for name, value in options.items() if isinstance(value, (bool, int, float, str))}
     with tf.summary.create_file_writer(log_dir).as_default():
         hparams_api.hparams_config(
             hparams=[hparams_api.HParam(name) for name in values],

@@ -3,9 +3,14 @@ rate warms up linearly and then decays linearly to zero, with global-norm
 clipping, no weight decay on LayerNorm and biases, the gradient norm kept for
 TensorBoard, and each variable updated by TensorFlow's fused Adam kernel.
 
+The schedule's length is the length of training: give `total_steps`, or leave
+it out and `TextClassifier.fit` sets it from its `epochs` and the data the first
+time it runs (the schedule keeps it, also through `save` and `load_model`).
+
 Example:
 
->>> optimizer = adamw_with_warmup(5e-5, total_steps=1000)
+>>> optimizer = adamw_with_warmup(5e-5)
+>>> learn_training_length(optimizer, 1000)
 >>> round(float(optimizer.learning_rate), 8)  # step 0 of the warm-up
 0.0
 """
@@ -17,39 +22,58 @@ import tensorflow as tf
 NO_DECAY_PATTERN = ["bias", "gamma", "beta"]
 
 
-def adamw_with_warmup(learning_rate, total_steps, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0,
+def adamw_with_warmup(learning_rate=5e-5, total_steps=None, warmup_ratio=0.1, weight_decay=0.01, clip_norm=1.0,
                       loss_scaling=False):
     """`GradientNormAdamW` on a `WarmupLinearDecay` schedule over `total_steps` optimizer steps
-    (`clip_norm` 0: no clipping); wrapped for loss scaling (float16 training) if `loss_scaling`."""
-    schedule = WarmupLinearDecay(learning_rate, int(warmup_ratio * total_steps), total_steps)
+    (None: learned by `TextClassifier.fit`; `clip_norm` 0: no clipping); wrapped for loss
+    scaling (float16 training) if `loss_scaling`."""
+    schedule = WarmupLinearDecay(learning_rate, total_steps, warmup_ratio)
     optimizer = GradientNormAdamW(learning_rate=schedule, weight_decay=weight_decay,
                                   global_clipnorm=clip_norm or None)
-    optimizer.exclude_from_weight_decay(var_names=NO_DECAY_PATTERN)
     return keras.optimizers.LossScaleOptimizer(optimizer) if loss_scaling else optimizer
+
+
+def learn_training_length(optimizer, total_steps):
+    """Give a `WarmupLinearDecay` that does not know its length yet `total_steps` (None: unknown)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, WarmupLinearDecay) and schedule.total_steps is None:
+        if not total_steps:
+            raise ValueError("the learning-rate schedule needs the length of training: the data does not say how "
+                             "many batches it holds, so pass steps_per_epoch (or adamw_with_warmup(total_steps=...))")
+        schedule.total_steps = int(total_steps)
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak` over `warmup_steps`, then linear decay to 0 at `total_steps`.
+    """Linear warm-up from 0 to `peak` over the first `warmup_ratio` of `total_steps`, then
+    linear decay to 0 at `total_steps` (None until `learn_training_length` sets it).
 
-    >>> schedule = WarmupLinearDecay(peak=1e-4, warmup_steps=10, total_steps=110)
-    >>> [round(float(schedule(step)), 7) for step in (0, 5, 10, 60, 110)]
+    >>> schedule = WarmupLinearDecay(peak=1e-4, total_steps=100, warmup_ratio=0.1)
+    >>> [round(float(schedule(step)), 7) for step in (0, 5, 10, 55, 100)]
     [0.0, 5e-05, 0.0001, 5e-05, 0.0]
     """
 
-    def __init__(self, peak, warmup_steps, total_steps):
+    def __init__(self, peak, total_steps=None, warmup_ratio=0.1):
         self.peak = peak
-        self.warmup_steps = warmup_steps
         self.total_steps = total_steps
+        self.warmup_ratio = warmup_ratio
+
+    @property
+    def warmup_steps(self):
+        return int(self.warmup_ratio * self.total_steps)
 
     def __call__(self, step):
+        if self.total_steps is None:
+            raise ValueError("WarmupLinearDecay does not know the length of training yet: train with "
+                             "TextClassifier.fit, or give total_steps")
         step = tf.cast(step, tf.float32)
         warmup = step / max(self.warmup_steps, 1)
         decay = (self.total_steps - step) / max(self.total_steps - self.warmup_steps, 1)
         return self.peak * tf.clip_by_value(tf.minimum(warmup, decay), 0.0, 1.0)
 
     def get_config(self):
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_ratio": self.warmup_ratio}
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
@@ -64,6 +88,10 @@ class GradientNormAdamW(keras.optimizers.AdamW):
     MiniLM's 22.7M weights on a 2-core Zen 5; Keras' decoupled weight decay is
     unchanged.
     """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.exclude_from_weight_decay(var_names=NO_DECAY_PATTERN)
 
     def build(self, variables):
         super().build(variables)

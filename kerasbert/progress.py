@@ -8,6 +8,7 @@ Example:
 50.0
 """
 
+import sys
 import time
 
 import keras
@@ -24,6 +25,42 @@ EVALUATION_SPEEDUP = {"float32": 3.0, "mixed_bfloat16": 4.5}
 
 def phase(message):
     print(f"[kerasbert {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def keras_verbosity():
+    """Keras' progress bar on a terminal; one line per epoch where output goes to a file or pipe,
+    which the bar would fill with its escape sequences (`ProgressLines` says the rest there)."""
+    return "auto" if sys.stdout.isatty() else 2
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """Where there is no terminal, a plain phase line every `every_seconds` of training: step,
+    running loss and accuracy, and the time left in the epoch.
+
+    >>> ProgressLines(every_seconds=60).describe(100, 400, {"loss": 0.5, "accuracy": 0.75}, 30.0)
+    'step 100/400: loss 0.5000, accuracy 0.7500; epoch done in about 1.5 min'
+    """
+
+    def __init__(self, every_seconds=60):
+        super().__init__()
+        self.every_seconds = every_seconds
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = self.last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if now - self.last >= self.every_seconds:
+            self.last = now
+            phase(self.describe(batch + 1, self.params.get("steps"), logs or {}, now - self.started))
+
+    @staticmethod
+    def describe(steps, total, logs, seconds):
+        metrics = ", ".join(f"{name} {float(value):.4f}" for name, value in logs.items() if name in ("loss", "accuracy"))
+        line = f"step {steps}/{total or '?'}: {metrics}"
+        if total:
+            line += f"; epoch done in about {minutes(seconds / steps * (total - steps))}"
+        return line
 
 
 class Throughput(keras.callbacks.Callback):
@@ -102,7 +139,8 @@ class TimeEstimate(keras.callbacks.Callback):
         if self.estimate is None and self.steps == self.warmup_steps + self.measured_steps:
             step_seconds = (time.perf_counter() - self.started) / self.measured_steps
             self.estimate = self.from_step_seconds(step_seconds, self.remaining_steps - self.steps)
-            print()  # off the progress bar's line
+            if sys.stdout.isatty():
+                print()  # off the progress bar's line
             phase(describe_estimate(self.estimate))
 
     def from_step_seconds(self, step_seconds, steps_left=None):

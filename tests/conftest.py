@@ -92,7 +92,7 @@ def small_acl_imdb(tmp_path_factory, real_reviews):
 
 def tiny_config(tmp_path, **overrides):
     """A TrainConfig for a run of seconds: 32 real tfds reviews, sequence length 32."""
-    from kerasbert.config import TrainConfig
+    from kerasbert.job.config import TrainConfig
 
     values = dict(data_dir=str(TFDS_DIR), max_train_examples=40, max_test_examples=24, validation_split=0.2,
                   max_seq_length=32, batch_size=8, eval_batch_size=16, log_every_steps=1,
@@ -104,7 +104,7 @@ def tiny_config(tmp_path, **overrides):
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """A finished tiny run (2 epochs of 4 steps): its config and metrics."""
-    from kerasbert.training import train_and_evaluate
+    from kerasbert.job.training import train_and_evaluate
 
     config = tiny_config(tmp_path_factory.mktemp("train"), epochs=2)
     return config, train_and_evaluate(config)

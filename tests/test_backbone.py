@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from kerasbert.backbone import pooled_output
-from kerasbert.model import TextClassifier, build_classifier, load_classifier, save_classifier
+from kerasbert.model import TextClassifier, load_classifier, save_classifier
 
 BATCH, LENGTH, HIDDEN, INTERMEDIATE, LAYERS = 3, 10, 8, 16, 2
 
@@ -89,7 +89,8 @@ def test_trim_last_layer_is_saved_and_older_configs_load_trimmed(tmp_path):
 
 @pytest.mark.parametrize("mixed_precision, tolerance", [("off", 1e-5), ("bf16", 0.05)])
 def test_the_offline_minilm_gives_the_same_logits_trimmed(preset_path, mixed_precision, tolerance):
-    classifier, preprocessor = build_classifier(preset_path, 2, 48, mixed_precision=mixed_precision)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=48, precision=mixed_precision)
+    preprocessor = classifier.preprocessor
     features = preprocessor(["A wonderful, moving film with a great cast.", "Dull. " * 30, "No."])
     trimmed = keras.ops.convert_to_numpy(classifier(features)).astype("float32")
     classifier.trim_last_layer = False

@@ -16,8 +16,8 @@ import keras_hub
 import numpy as np
 import pytest
 
-from kerasbert import cli
-from kerasbert.config import TrainConfig
+from kerasbert.job import cli
+from kerasbert.job.config import TrainConfig
 
 CASES = [
     # train: options
@@ -127,9 +127,9 @@ def workspace(tmp_path_factory, preset_folder):
 
 @pytest.fixture(scope="module")
 def preset_folder():
-    from kerasbert.presets import offline_minilm_folder
+    from kerasbert.presets import packaged_preset_folder
 
-    return offline_minilm_folder()
+    return packaged_preset_folder("all_minilm_l6_v2_offline")
 
 
 def tiny_classifier_without_tokenizer():

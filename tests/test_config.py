@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
-from kerasbert import cli
-from kerasbert.arguments import build_argument_parser, config_from_args
-from kerasbert.config import TrainConfig, fields
+from kerasbert.job import cli
+from kerasbert.job.arguments import build_argument_parser, config_from_args
+from kerasbert.job.config import TrainConfig, fields
 from kerasbert.errors import KerasbertError
 from tests.conftest import ROOT
 

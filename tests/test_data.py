@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert import cli, data
+from kerasbert import data
+from kerasbert.job import cli
 from kerasbert.errors import KerasbertError
 from kerasbert.preprocessing import ReviewPreprocessor
 from kerasbert.texts import read_acl_imdb, read_table
@@ -239,7 +240,7 @@ def test_pipelines_run_without_tf_data_autotuning(preset_path, tfds_splits):
     ("huge.csv", "text\n" + "x" * 200_000 + "\n", [(2, None, "x" * 200_000)]),
 ])
 def test_predict_input_keeps_each_text_tied_to_its_line(tmp_path, name, content, expected):
-    from kerasbert.predict import read_texts
+    from kerasbert.deploy.predict import read_texts
 
     (tmp_path / name).write_bytes(content.encode("utf-8"))
     assert read_texts(str(tmp_path / name)) == expected
@@ -252,7 +253,7 @@ def test_predict_input_keeps_each_text_tied_to_its_line(tmp_path, name, content,
     ("empty.txt", "\n\n", "holds no texts"),
 ])
 def test_predict_input_that_cannot_be_matched_to_rows_is_refused(tmp_path, name, content, message):
-    from kerasbert.predict import read_texts
+    from kerasbert.deploy.predict import read_texts
 
     (tmp_path / name).write_text(content)
     with pytest.raises(KerasbertError, match=message):

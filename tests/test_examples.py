@@ -10,7 +10,8 @@ import keras_hub
 import tensorflow as tf
 
 import kerasbert
-from kerasbert.report import read_scalars
+import kerasbert.deploy
+from kerasbert.job.report import read_scalars
 from tests.conftest import ROOT, TFDS_DIR
 
 
@@ -47,8 +48,18 @@ def test_examples_stay_short_and_use_public_names_only():
         assert len(code_lines) <= 25, name
         used = {node.attr for node in ast.walk(tree)
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "kerasbert"}
-        assert used and used <= set(kerasbert.__all__), used - set(kerasbert.__all__)
-        assert "kerasbert." not in "".join(line for line in source.splitlines() if line.startswith(("import", "from")))
+        public = set(kerasbert.__all__) | {"deploy"}
+        assert used and used <= public, used - public
+        deployed = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Attribute) and node.value.attr == "deploy"}
+        assert deployed <= set(kerasbert.deploy.__all__), deployed
+        imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
+        assert all(line in ("import kerasbert", "import kerasbert.deploy") for line in imports if "kerasbert" in line)
+    code_lines = [line for line in (ROOT / "examples" / "fit_imdb.py").read_text().split('"""', 2)[2].splitlines()
+                  if line.strip() and not line.strip().startswith("#")]
+    assert len(code_lines) <= 12, code_lines
+    forbidden = ("resolve_preset", "total_steps", ".preprocessor =", "softmax")
+    assert not [word for word in forbidden if word in (ROOT / "examples" / "fit_imdb.py").read_text()]
 
 
 def orders_seen_by_fit(texts, preprocessor, seed, epochs=2):

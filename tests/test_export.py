@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from kerasbert import cli, export, parity, tflite
-from kerasbert.predict import load_predictor
-from kerasbert.training import train_and_evaluate
+from kerasbert.deploy import export, parity, tflite
+from kerasbert.job import cli
+from kerasbert.deploy.predict import load_predictor
+from kerasbert.job.training import train_and_evaluate
 from tests.conftest import tiny_config
 
 REVIEWS = ["A beautiful, moving film with wonderful acting.", "Dreadful. Two hours I will never get back.",
@@ -64,7 +65,7 @@ FIRST_REQUESTS_SCRIPT = """
 import json, sys, time
 import tensorflow as tf
 import tensorflow_text  # noqa: F401
-from kerasbert.serving import replay_warmup_requests
+from kerasbert.deploy.serving import replay_warmup_requests
 loaded = tf.saved_model.load(sys.argv[1])
 replayed = replay_warmup_requests(sys.argv[1], loaded)
 serve = loaded.signatures["serving_default"]
@@ -284,11 +285,11 @@ def test_a_fitted_classifier_exports_without_a_run_directory(run_dir, tmp_path):
     assert served.class_names == ["neg", "pos"]
     np.testing.assert_allclose(served.predict_probabilities(REVIEWS), keras_probabilities(run_dir, REVIEWS), atol=1e-4)
     assert export.saved_model(classifier, str(tmp_path / "imdb")) == str(tmp_path / "imdb" / "2")
-    folder = export.tflite(classifier, str(tmp_path / "tflite"), ["float32"])
+    folder = export.tflite_models(classifier, str(tmp_path / "tflite"), ["float32"])
     assert sorted(os.listdir(folder))[:2] == ["float32-text.tflite", "float32.tflite"]
     assert load_predictor(os.path.join(folder, "float32-text.tflite")).class_names == ["neg", "pos"]
     with pytest.raises(ValueError, match="TFLite variants must be some of"):
-        export.tflite(classifier, str(tmp_path / "tflite"), ["int4"])
+        export.tflite_models(classifier, str(tmp_path / "tflite"), ["int4"])
     classifier.preprocessor = None
     with pytest.raises(ValueError, match="has no preprocessor"):
         export.saved_model(classifier, str(tmp_path / "imdb"))

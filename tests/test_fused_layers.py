@@ -7,13 +7,15 @@ import tensorflow as tf
 
 from kerasbert.fused_layers import (FusedDense, FusedDropout, FusedEinsumDense, FusedMultiHeadAttention,
                                     contracted_axes, keep_mask, use_fused_layers, uses_fused_layers)
-from kerasbert.model import build_classifier, inference_copy, load_classifier, save_classifier
+from kerasbert.inference import inference_copy
+from kerasbert.model import TextClassifier, load_classifier, save_classifier
 
 
 @pytest.mark.parametrize("mixed_precision, tolerance", [("off", 1e-5), ("bf16", 0.1)])
 def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mixed_precision, tolerance):
-    classifier, preprocessor = build_classifier(preset_path, 2, 48, mixed_precision=mixed_precision,
-                                                fused_layers=False)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=48, precision=mixed_precision,
+                                            fused_layers=False)
+    preprocessor = classifier.preprocessor
     features = preprocessor(["A wonderful, moving film with a great cast.", "Dull. " * 30, "No."])
     assert features["padding_mask"].numpy().min() == 0  # some rows are padded
     backbone = classifier.backbone
@@ -35,7 +37,8 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
 
 def test_fused_model_trains_and_its_copies_and_reloads_stay_fused(preset_path, tmp_path):
     keras.utils.set_random_seed(0)
-    classifier, preprocessor = build_classifier(preset_path, 2, 32)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32)
+    preprocessor = classifier.preprocessor
     classifier.compile(optimizer=keras.optimizers.AdamW(1e-4),
                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=[])
     features = preprocessor(["great film"] * 4 + ["awful film"] * 4)

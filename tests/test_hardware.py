@@ -36,7 +36,13 @@ def test_auto_precision_follows_the_hardware(machine, expected):
     choice = choose_precision("auto", machine)
     assert choice.name == expected
     assert choice.policy == {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}[expected]
-    assert choice.reason
+    # The reason names what decided: the TPU, the slowest GPU, the oneDNN cap, or the CPU's bf16 flags.
+    deciding = ("TPU" if machine.tpu else "GPU" if machine.gpus else "ONEDNN_MAX_CPU_ISA=AVX2"
+                if machine.onednn_max_isa == "AVX2" else "bf16")
+    assert deciding in choice.reason, choice.reason
+    if machine.gpus and expected != "off":
+        slowest = min(gpu.compute_capability for gpu in machine.gpus)
+        assert f"{slowest[0]}.{slowest[1]}" in choice.reason
 
 
 @pytest.mark.parametrize("requested", ["off", "bf16", "fp16"])

@@ -1,11 +1,27 @@
-"""The package's shape (no import cycles, short modules, the library apart from the job,
-docstring examples that run) and the test suite's (without ../shared, only the tests that
-read it fail)."""
+"""The package's shape: three parts whose imports run one way (job -> deploy -> library),
+checked on the source and on what importing really loads; no import cycles, short modules;
+and the test suite's (without ../shared, only the tests that read it fail)."""
 
 import ast
+import json
 import pathlib
+import subprocess
+import sys
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "kerasbert"
+PARTS = ("job", "deploy")  # every other module of the package is the library
+
+
+def module_name(path):
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def part_of(module):
+    """`library`, `deploy` or `job`."""
+    pieces = module.split(".")
+    return pieces[1] if len(pieces) > 1 and pieces[1] in PARTS else "library"
 
 
 def imported_modules(path):
@@ -13,18 +29,16 @@ def imported_modules(path):
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kerasbert"):
-            if node.module == "kerasbert":
-                found |= {f"kerasbert.{alias.name}" for alias in node.names}
-            else:
-                found.add(node.module)
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name.startswith("kerasbert.")}
+            found |= {alias.name for alias in node.names if alias.name.startswith("kerasbert")}
     return found
 
 
 def import_graph():
-    modules = {f"kerasbert.{path.stem}": path for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
-    return {name: imported_modules(path) & set(modules) for name, path in modules.items()}
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    return {name: imported_modules(path) & set(modules) - {name} for name, path in modules.items()}
 
 
 def find_cycle(graph):
@@ -57,29 +71,51 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 
 def test_kerasbert_has_no_import_cycle():
-    graph = import_graph()
-    assert len(graph) > 10 and "kerasbert.training" in graph
+    graph = {name: targets for name, targets in import_graph().items() if name != "kerasbert"}
+    graph = {name: {target for target in targets if target != "kerasbert"} for name, targets in graph.items()}
+    assert len(graph) > 25 and "kerasbert.job.training" in graph
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
-# The command-line jobs: the only modules that read a TrainConfig. The library takes numbers.
-JOB_MODULES = {"kerasbert.config", "kerasbert.arguments", "kerasbert.cli", "kerasbert.training", "kerasbert.parity"}
+ORDER = {"library": 0, "deploy": 1, "job": 2}
 
 
-def names_used(path):
-    return {node.id for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Name)} | {
-        alias.name for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)
-        for alias in node.names}
+def test_imports_in_the_source_run_job_deploy_library():
+    uphill = sorted(f"{name} imports {target}" for name, targets in import_graph().items() for target in targets
+                    if ORDER[part_of(target)] > ORDER[part_of(name)])
+    assert not uphill, uphill
+    assert part_of("kerasbert.job.cli") == "job" and part_of("kerasbert.model") == "library"
 
 
-def test_only_the_jobs_use_the_command_line_config():
-    users = {f"kerasbert.{path.stem}" for path in PACKAGE.glob("*.py") if "TrainConfig" in names_used(path)}
-    assert "kerasbert.arguments" in users
-    assert users <= JOB_MODULES, f"library modules that take a TrainConfig: {sorted(users - JOB_MODULES)}"
+LOADED = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps(sorted(name for name in sys.modules if name.startswith("kerasbert"))))
+"""
+
+
+def loaded_by_importing(modules):
+    result = subprocess.run([sys.executable, "-c", LOADED, *modules], capture_output=True, text=True,
+                            cwd=PACKAGE.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_importing_the_library_loads_neither_deploy_nor_job_and_deploy_loads_no_job():
+    graph = import_graph()
+    library = sorted(name for name in graph if part_of(name) == "library")
+    loaded = loaded_by_importing(library)
+    assert "kerasbert.model" in loaded and "kerasbert.data" in loaded
+    assert [name for name in loaded if part_of(name) != "library"] == []
+    loaded = loaded_by_importing(sorted(name for name in graph if part_of(name) == "deploy"))
+    assert "kerasbert.deploy.serving" in loaded and [name for name in loaded if part_of(name) == "job"] == []
+    # The check can fail: the job does load the other parts.
+    assert {part_of(name) for name in loaded_by_importing(["kerasbert.job.exporting"])} == {"library", "deploy", "job"}
 
 
 def test_no_module_is_long():
-    lengths = {path.name: len(path.read_text().splitlines()) for path in PACKAGE.glob("*.py")}
+    lengths = {module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
     assert max(lengths.values()) > 100
     assert not {name: n for name, n in lengths.items() if n > 300}
 

@@ -13,13 +13,12 @@ from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import Gpu, Hardware
 from kerasbert.fused_layers import uses_fused_layers
-from kerasbert.model import (TextClassifier, attach_preprocessor, build_classifier, load_classifier,
-                             save_classifier)
+from kerasbert.model import TextClassifier, load_classifier, save_classifier
 from tests.conftest import assert_same_predictions
 
 def test_model_saves_and_reloads_with_identical_predictions(preset_path, tmp_path):
-    classifier, preprocessor = build_classifier(preset_path, num_classes=3, max_seq_length=32)
-    attach_preprocessor(classifier, preprocessor)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=3, sequence_length=32)
+    preprocessor = classifier.preprocessor
     path = str(tmp_path / "model.keras")
     save_classifier(classifier, path)
     reloaded = load_classifier(path)
@@ -32,8 +31,7 @@ def test_model_saves_and_reloads_with_identical_predictions(preset_path, tmp_pat
 
 
 def test_bf16_model_reloads_close(preset_path, tmp_path):
-    classifier, preprocessor = build_classifier(preset_path, 2, 32, mixed_precision="bf16")
-    attach_preprocessor(classifier, preprocessor)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32, precision="bf16")
     save_classifier(classifier, str(tmp_path / "m.keras"))
     reloaded = load_classifier(str(tmp_path / "m.keras"))
     assert reloaded.dtype_policy.name == "mixed_bfloat16"
@@ -42,7 +40,7 @@ def test_bf16_model_reloads_close(preset_path, tmp_path):
 
 def test_sequence_longer_than_positions_is_refused(preset_path):
     with pytest.raises(KerasbertError, match="exceeds the model's 512 positions"):
-        build_classifier(preset_path, 2, 1024)
+        TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=1024)
 
 
 def test_missing_or_corrupt_model_file(tmp_path):
@@ -61,7 +59,7 @@ def test_missing_or_corrupt_model_file(tmp_path):
 ])
 def test_auto_precision_builds_and_compiles_for_the_hardware(preset_path, monkeypatch, machine, policy, loss_scaling):
     monkeypatch.setattr(model, "detect_hardware", lambda: machine)
-    classifier, _ = build_classifier(preset_path, 2, 32)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32)
     assert classifier.dtype_policy.name == policy
     assert classifier.backbone.dtype_policy.name == policy
     classifier.compile(optimizer=adamw_with_warmup(5e-5, total_steps=10))  # compile decides on loss scaling
@@ -80,9 +78,8 @@ print(json.dumps({"class": type(model).__name__, "class_names": list(model.class
 
 
 def test_plain_keras_save_and_load_keep_class_names_fusion_and_predictions(preset_path, tmp_path):
-    classifier, preprocessor = build_classifier(preset_path, None, 32, mixed_precision="off",
-                                                class_names=["bad", "good", "meh"])
-    attach_preprocessor(classifier, preprocessor)
+    classifier = TextClassifier.from_preset(preset_path, class_names=["bad", "good", "meh"], sequence_length=32,
+                                            precision="off")
     path = str(tmp_path / "plain.keras")
     classifier.save(path)  # Keras' own save, no kerasbert helper
     texts = ["An outstanding, moving film.", "Two hours I will never get back.", "It was fine."]
@@ -146,7 +143,9 @@ def test_the_offline_minilm_computes_what_its_hugging_face_definition_computes(p
 
     weights = {name: value.astype(np.float64) for name, value in
                load_file(f"{preset_path}/model.safetensors").items()}
-    classifier, preprocessor = build_classifier(preset_path, 2, 32, mixed_precision="off", fused_layers=fused_layers)
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32, precision="off",
+                                            fused_layers=fused_layers)
+    preprocessor = classifier.preprocessor
     features = preprocessor(["A wonderful film, moving and funny; I would see it again."])
     length = int(features["padding_mask"].numpy().sum())
     ours = classifier.backbone(features)["sequence_output"].numpy()[0, :length]

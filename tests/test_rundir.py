@@ -2,14 +2,15 @@
 interrupted run the default command picks up."""
 
 import os
+import shutil
 
 import pytest
 
-from kerasbert import rundir
-from kerasbert.config import TrainConfig
+from kerasbert.job import rundir
+from kerasbert.job.config import TrainConfig
 from kerasbert.distribution import Task
 from kerasbert.errors import KerasbertError
-from kerasbert.training import choose_run_directory
+from kerasbert.job.training import choose_run_directory
 
 SINGLE = Task()
 
@@ -47,13 +48,20 @@ def test_a_locked_run_directory_refuses_a_second_writer(tmp_path):
 
 def test_latest_is_made_only_under_the_default_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "logs" / "train").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "metrics.json").write_text("{}")
     assert rundir.point_latest_at(os.path.join("runs", "a")) == os.path.abspath(os.path.join("runs", "latest"))
-    assert os.readlink(os.path.join("runs", "latest")) == "a"
+    assert sorted(os.listdir(os.path.join("runs", "latest"))) == ["metrics.json", "run"]  # no logs: TensorBoard
+    assert os.path.samefile(os.path.join("runs", "latest", "run"), os.path.join("runs", "a"))
+    (tmp_path / "runs" / "b").mkdir()
+    rundir.point_latest_at(os.path.join("runs", "b"))  # replaced whole
+    assert os.listdir(os.path.join("runs", "latest")) == ["run"]
+    assert sorted(os.listdir("runs")) == ["a", "b", "latest"], "no staging folder left behind"
+    rundir.point_latest_at(os.path.join("runs", "a"))
     (tmp_path / "elsewhere" / "b").mkdir(parents=True)
     assert rundir.point_latest_at(str(tmp_path / "elsewhere" / "b")) is None
     assert os.listdir(tmp_path / "elsewhere") == ["b"], "nothing added beside an --output-dir of the user's"
-    os.remove(os.path.join("runs", "latest"))
+    shutil.rmtree(os.path.join("runs", "latest"))
     (tmp_path / "runs" / "latest").mkdir()
     assert rundir.point_latest_at(os.path.join("runs", "a")) is None, "a real folder named latest is left alone"
 

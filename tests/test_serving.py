@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
-from kerasbert import export, serving
+from kerasbert.deploy import export, serving
 from kerasbert.model import TextClassifier
 from kerasbert.preprocessing import preprocessor_from_vocabulary
 

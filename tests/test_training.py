@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert import cli, data, files, rundir
-from kerasbert.config import TrainConfig
+from kerasbert import data, files
+from kerasbert.job import cli, rundir
+from kerasbert.job.config import TrainConfig
 from kerasbert.model import load_classifier
-from kerasbert.report import read_scalars
+from kerasbert.job.report import read_scalars
 from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay
-from kerasbert.training import fine_tune, train_and_evaluate
+from kerasbert.job.training import fine_tune, train_and_evaluate
 from tests.conftest import ROOT, TFDS_DIR, tiny_config
 
 
 def test_warmup_then_linear_decay():
-    schedule = WarmupLinearDecay(peak=2e-4, warmup_steps=4, total_steps=12)
+    schedule = WarmupLinearDecay(peak=2e-4, total_steps=12, warmup_ratio=1 / 3)
     values = [float(schedule(step)) for step in range(13)]
     assert values[0] == 0 and values[4] == pytest.approx(2e-4) and values[12] == 0
     assert values[:5] == sorted(values[:5]) and values[4:] == sorted(values[4:], reverse=True)
@@ -30,7 +31,7 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
     config = tiny_config(tmp_path, max_train_examples=16, validation_split=0.0, epochs=8, learning_rate=3e-4,
                          warmup_ratio=0.0, dropout=0.0)
     splits = data.load_splits(**config.data_options())
-    tuned = fine_tune(config, preset_path, splits, config.output_dir)
+    tuned = fine_tune(config, splits, config.output_dir)
     losses = tuned.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
     assert tuned.history["accuracy"][-1] >= 0.9
@@ -93,7 +94,7 @@ def test_tensorboard_holds_loss_accuracy_learning_rate_gradient_norm_and_speed(f
         assert tag in train, sorted(train)
     steps, _ = train["batch_loss"]
     assert steps.tolist() == list(range(1, 9)), "4 steps per epoch, logged every step"
-    schedule = WarmupLinearDecay(config.learning_rate, 0, 8)
+    schedule = WarmupLinearDecay(config.learning_rate, 8, warmup_ratio=0.0)
     assert train["batch_learning_rate"][1][0] == pytest.approx(float(schedule(1)), rel=1e-4)
     norms, speeds = train["batch_gradient_norm"][1], train["batch_sequences_per_second"][1]
     assert np.all(norms > 0) and np.all(np.isfinite(norms)) and len(set(norms.round(6))) > 1
@@ -118,7 +119,7 @@ def test_fused_adam_update_matches_keras_adamw(traced):
     steps = [[rng.normal(size=shape).astype("float32") for shape in shapes.values()] for _ in range(5)]
     results = []
     for kind in (GradientNormAdamW, keras.optimizers.AdamW):
-        optimizer = kind(learning_rate=WarmupLinearDecay(0.1, 2, 6), weight_decay=0.1, global_clipnorm=2.0)
+        optimizer = kind(learning_rate=WarmupLinearDecay(0.1, 6, warmup_ratio=1 / 3), weight_decay=0.1, global_clipnorm=2.0)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma"])
         variables = [keras.Variable(value, name=name) for name, value in initial.items()]
         optimizer.build(variables)  # as `fit` does, before tracing

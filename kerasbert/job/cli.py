@@ -1,6 +1,7 @@
 """The `kerasbert` command (and `train.py`): one line of error, never a traceback, for bad input."""
 
 import os
+import re
 import sys
 
 from kerasbert.errors import KerasbertError
@@ -17,25 +18,25 @@ commands:
 
 
 def train_command(argv):
-    from kerasbert.arguments import config_from_args
+    from kerasbert.job.arguments import config_from_args
 
     config = config_from_args(argv, prog="kerasbert train")
-    from kerasbert.training import train_and_evaluate  # imports TensorFlow: after --help
+    from kerasbert.job.training import train_and_evaluate  # imports TensorFlow: after --help
 
     train_and_evaluate(config)
 
 
 def export_command(argv):
-    from kerasbert.arguments import export_config_from_args
+    from kerasbert.job.arguments import export_config_from_args
 
     config = export_config_from_args(argv, prog="kerasbert export")
-    from kerasbert.export import export_run
+    from kerasbert.job.exporting import export_run
 
     export_run(config)
 
 
 def predict_command(argv):
-    from kerasbert.arguments import ArgumentParser
+    from kerasbert.job.arguments import ArgumentParser
 
     parser = ArgumentParser(prog="kerasbert predict", description="Label texts with a trained model.")
     parser.add_argument("texts", nargs="*", help="Texts to label (or use --input).")
@@ -50,7 +51,7 @@ def predict_command(argv):
         raise KerasbertError("give either texts or --input, not both and not neither")
     if args.batch_size <= 0:
         raise KerasbertError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    from kerasbert.predict import load_predictor, predict_file, read_texts
+    from kerasbert.deploy.predict import load_predictor, predict_file, read_texts
 
     if args.output and args.input and os.path.realpath(args.output) == os.path.realpath(args.input):
         raise KerasbertError(f"--output {args.output} is the input file; write the predictions elsewhere")
@@ -64,7 +65,7 @@ def predict_command(argv):
 
 
 def report_command(argv):
-    from kerasbert.arguments import ArgumentParser
+    from kerasbert.job.arguments import ArgumentParser
 
     parser = ArgumentParser(
         prog="kerasbert report",
@@ -72,7 +73,7 @@ def report_command(argv):
                     "its pictures (training curves drawn from the TensorBoard events).")
     parser.add_argument("run", help="A run directory, e.g. runs/latest.")
     args = parser.parse_args(argv)
-    from kerasbert.report import REPORT_FILE, write_report
+    from kerasbert.job.report import REPORT_FILE, write_report
 
     print(write_report(args.run))
     print(f"written: {os.path.join(args.run, REPORT_FILE)}")
@@ -81,12 +82,23 @@ def report_command(argv):
 COMMANDS = {"train": train_command, "export": export_command, "predict": predict_command, "report": report_command}
 
 
+# The library's parameters whose command-line flag has another name.
+FLAG_OF_PARAMETER = {"sequence_length": "max-seq-length", "precision": "mixed-precision"}
+
+
+def as_flags(message):
+    """A library message in the command line's words: a parameter in backquotes, `data_dir`,
+    becomes its flag, --data-dir."""
+    return re.sub(r"`([a-z_]+)`", lambda match: "--" + FLAG_OF_PARAMETER.get(match[1], match[1].replace("_", "-")),
+                  message)
+
+
 def run(command, argv):
     """Run one command; bad input becomes `error: ...` on stderr and exit status 2."""
     try:
         command(argv)
     except KerasbertError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,30 +1,20 @@
 """Is an exported artifact the model it came from? The Keras model's float32
-probabilities on real reviews (`parity_examples`: a run's own test reviews),
+probabilities on real reviews (the export job uses a run's own test reviews),
 compared with each artifact's (`ParityCheck.check`), against the bars of
 `AGREEMENT_BARS`; the report goes to a `parity*.json` beside the artifact.
 """
 
-import os
-
 import numpy as np
-import tensorflow as tf
 
-from kerasbert import data, files, rundir
-from kerasbert.config import TrainConfig
-from kerasbert.data import pipeline_options
+from kerasbert import files
 from kerasbert.errors import KerasbertError
-from kerasbert.model import inference_copy
+from kerasbert.inference import inference_copy
+from kerasbert.model import softmax
 
 # Parity bars: fraction of reviews whose predicted class agrees with Keras float32.
 AGREEMENT_BARS = {"saved_model": 0.999, "saved_model-bf16": 0.99, "saved_model-fp16": 0.995, "float32": 0.999,
                   "float16": 0.995, "dynamic-int8": 0.99}
 MAX_ACCURACY_DROP = 0.005  # on the reviews' labels, for every artifact
-
-
-def keras_probabilities(classifier, texts):
-    reviews = tf.data.Dataset.from_tensor_slices(np.asarray(texts, dtype=object).astype(str)).batch(64)
-    logits = classifier.predict(reviews.with_options(pipeline_options()), verbose=0)
-    return tf.nn.softmax(np.asarray(logits, dtype=np.float32)).numpy()
 
 
 class ParityCheck:
@@ -37,7 +27,8 @@ class ParityCheck:
 
     def __init__(self, classifier, texts, labels=None):
         self.texts, self.labels = texts, labels
-        self.reference = keras_probabilities(inference_copy(classifier, dtype="float32"), texts)
+        reference = inference_copy(classifier, dtype="float32")
+        self.reference = softmax(reference.predict(np.asarray(texts, dtype=object), verbose=0)).numpy()
 
     def check(self, predict, artifact, report_path, where, batch_size=64, **extra):
         """Run `predict` (list of texts -> probabilities), write the report, raise if a bar is missed."""
@@ -68,10 +59,3 @@ def check_parity(report, where):
     if drop > MAX_ACCURACY_DROP:
         raise KerasbertError(f"{where}: {report['artifact']} loses {drop:.2%} accuracy, over the "
                              f"{MAX_ACCURACY_DROP:.1%} bar")
-
-
-def parity_examples(run_dir, count, seed=0):
-    """`count` seeded test reviews (texts, labels) of the run's own test data."""
-    config = TrainConfig.from_dict(files.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
-    test = data.load_splits(**config.data_options()).test.sample(count, seed)
-    return test.texts.astype(str), test.labels

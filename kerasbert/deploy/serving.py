@@ -26,7 +26,8 @@ import os
 import tensorflow as tf
 
 from kerasbert.data import PAD_TO_MULTIPLE_OF, trim_padding
-from kerasbert.model import TOKEN_INPUTS, token_model, token_probabilities
+from kerasbert.data import TOKEN_INPUTS
+from kerasbert.inference import token_model, token_probabilities
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 BATCHING_FILE = "batching_parameters.txt"

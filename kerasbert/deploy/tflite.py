@@ -16,9 +16,11 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
-from kerasbert.model import TOKEN_INPUTS, token_model, token_probabilities
+from kerasbert.data import TOKEN_INPUTS
+from kerasbert.inference import token_model, token_probabilities
 from kerasbert.files import publish_directory, staging_directory
 
+TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
 TFLITE_SETTINGS = "tokenizer.json"
 TFLITE_VOCABULARY = "vocab.txt"
 

@@ -19,9 +19,10 @@ import re
 
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import PRECISIONS
-
-DEFAULT_PRESET = "all_minilm_l6_v2_offline"
-TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
+from kerasbert.deploy.tflite import TFLITE_FORMATS
+from kerasbert.distribution import STRATEGIES
+from kerasbert.preprocessing import TRUNCATIONS
+from kerasbert.presets import DEFAULT_PRESET
 
 
 def option(default, help, **extra):
@@ -45,7 +46,7 @@ class TrainConfig:
         "Which tokens of a long review to keep: the first ones (head), the "
         "last ones (tail), or the first 128 and the last max_seq_length-130 "
         "(head+tail, Sun et al. 2019).",
-        choices=("head", "tail", "head+tail"),
+        choices=TRUNCATIONS,
     )
     dropout: float = option(0.1, "Dropout before the classification layer.")
     backbone_dropout: float = option(
@@ -122,7 +123,7 @@ class TrainConfig:
         "tf.distribute strategy: auto (TPU if attached, multi-worker if TF_CONFIG "
         "names a cluster, mirrored if several GPUs, else default), default, "
         "one-device, mirrored, multi-worker (TF_CONFIG) or tpu.",
-        choices=("auto", "default", "one-device", "mirrored", "multi-worker", "tpu"),
+        choices=STRATEGIES,
     )
     logical_cpu_devices: int = option(
         0, "Split the CPU into this many logical devices (mirrored training without GPUs; 0: off)."

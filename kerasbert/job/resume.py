@@ -27,7 +27,8 @@ import shutil
 
 import keras
 
-from kerasbert import files, rundir
+from kerasbert import files
+from kerasbert.job import rundir
 from kerasbert.errors import KerasbertError
 
 STATE_FILE = os.path.basename(rundir.BACKUP_STATE)

@@ -3,7 +3,7 @@ with backups, and the whole train-evaluate-save job that `train.py` runs.
 
 Example (two minutes on a 2-core CPU):
 
->>> from kerasbert.config import TrainConfig
+>>> from kerasbert.job.config import TrainConfig
 >>> metrics = train_and_evaluate(TrainConfig(quick=True, output_dir="runs/smoke",
 ...                                          data_dir="../shared/data/tensorflow_datasets", **TrainConfig.QUICK_PROFILE))
 [kerasbert ...] on ...
@@ -21,28 +21,15 @@ import time
 import keras
 import tensorflow as tf
 
-from kerasbert import (
-    data,
-    distribution,
-    evaluation,
-    files,
-    monitoring,
-    plots,
-    report,
-    resume,
-    rundir,
-)
+from kerasbert import data, distribution, evaluation, files, monitoring
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.model import (
-    attach_preprocessor,
-    build_classifier,
-    inference_copy,
-    save_classifier,
-)
+from kerasbert.job import plots, report, resume, rundir
+from kerasbert.inference import inference_copy
+from kerasbert.model import TextClassifier, save_classifier
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import resolve_preset
-from kerasbert.progress import Throughput, TimeEstimate, minutes, phase
+from kerasbert.progress import ProgressLines, Throughput, TimeEstimate, keras_verbosity, minutes, phase
 
 
 def monitored_metric(splits):
@@ -68,7 +55,6 @@ def make_callbacks(config, run_dir, splits, preprocessor, throughput, state):
 @dataclasses.dataclass
 class FineTuned:
     classifier: keras.Model
-    preprocessor: keras.layers.Layer
     history: dict  # metric name -> one value per epoch
     throughput: Throughput
     time_estimate: TimeEstimate
@@ -76,25 +62,27 @@ class FineTuned:
     state: resume.RunState  # steps taken, best epoch, and how the run went
 
 
-def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=None, run_started=None):
+def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_started=None):
     """Build the classifier under the strategy, fit it (one `fit` for all epochs) with
     backups, and restore its best-validation weights.
 
     If `run_dir` holds a backup, training resumes from it: same epoch and
-    step, same optimizer state. `preset_path` is what `resolve_preset(config.preset)` returned;
-    `precision` what `choose_precision` made of `config.mixed_precision` (default: for this machine).
+    step, same optimizer state. `precision` is what `choose_precision` made of
+    `config.mixed_precision` (default: for this machine).
     """
     strategy = strategy or tf.distribute.get_strategy()
     precision = precision or choose_precision(config.mixed_precision, detect_hardware(strategy))
     keras.utils.set_random_seed(config.seed)
     steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
     with strategy.scope():
-        classifier, preprocessor = build_classifier(
-            preset_path, len(splits.class_names), config.max_seq_length, config.truncation, config.dropout,
-            precision.name, config.backbone_dropout, config.fused_layers, splits.class_names,
-            trim_last_layer=config.trim_last_layer,
-        )
-        # Keras wraps the optimizer for loss scaling itself when the model computes in float16.
+        classifier = TextClassifier.from_preset(
+            config.preset, class_names=splits.class_names, sequence_length=config.max_seq_length,
+            truncation=config.truncation, dropout=config.dropout, precision=precision.name,
+            backbone_dropout=None if config.backbone_dropout < 0 else config.backbone_dropout,
+            fused_layers=config.fused_layers, trim_last_layer=config.trim_last_layer, shuffle_seed=config.seed)
+        preprocessor = classifier.preprocessor
+        # The whole run's length, fixed: a resumed run fits its epochs in parts. Keras wraps the
+        # optimizer for loss scaling itself when the model computes in float16.
         classifier.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
                                                        config.warmup_ratio, config.weight_decay, config.clip_norm),
                            jit_compile=config.jit_compile)
@@ -107,7 +95,8 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
         state = resume.RunState()
         rundir.create_run_directory(run_dir, config.overwrite or rundir.left_before_first_backup(run_dir, config))
         config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
-        monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config, os.path.basename(run_dir))
+        monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config.to_dict(),
+                                       os.path.basename(run_dir))
     # The parent folder, not the run's logs/: TensorBoard's HParams tab only finds a run's metrics that way.
     phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.dirname(os.path.abspath(run_dir))}")
 
@@ -126,6 +115,8 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
     # The backup callback last: it records the epoch's logs once every other callback has added to them.
     callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [time_estimate,
                                                                                             training_backup]
+    if keras_verbosity() == 2:
+        callbacks.insert(0, ProgressLines())
     phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
 
@@ -135,7 +126,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
         train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
                                            config.length_bucketing, state.epoch, skip_batches)
         classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch, epochs=epochs,
-                       shuffle=False, callbacks=callbacks)  # the dataset shuffles, each epoch anew
+                       callbacks=callbacks, verbose=keras_verbosity())
         if training_backup.diverged:
             raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
                                  "(try a lower --learning-rate, or --mixed-precision off)")
@@ -149,7 +140,7 @@ def fine_tune(config, preset_path, splits, run_dir, strategy=None, precision=Non
     if os.path.exists(best_weights):
         classifier.load_weights(best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
-    return FineTuned(classifier, preprocessor, history, throughput, time_estimate, strategy, state)
+    return FineTuned(classifier, history, throughput, time_estimate, strategy, state)
 
 
 def choose_run_directory(config, task):
@@ -221,13 +212,13 @@ def train_and_evaluate(config):
     if config.overwrite and os.path.isdir(os.path.join(run_dir, rundir.BACKUP_DIR)):
         phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
     phase(f"resolving preset {config.preset}")
-    preset_path = resolve_preset(config.preset)
+    resolve_preset(config.preset)  # checked before the data is read
     phase("reading data")
     splits = data.load_splits(**config.data_options())
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
     with rundir.locked(run_dir):
-        tuned = fine_tune(config, preset_path, splits, run_dir, strategy, precision, started)
+        tuned = fine_tune(config, splits, run_dir, strategy, precision, started)
         if not task.is_chief:
             shutil.rmtree(run_dir, ignore_errors=True)
             phase(f"{task.name} done; the chief writes the outputs")
@@ -237,7 +228,7 @@ def train_and_evaluate(config):
 
 def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision, started):
     """The end of a run: test metrics, pictures, model.keras, metrics.json, report; then the backup goes."""
-    classifier, preprocessor = tuned.classifier, tuned.preprocessor
+    classifier, preprocessor = tuned.classifier, tuned.classifier.preprocessor
 
     phase(f"evaluating on {len(splits.test)} test examples")
     test = splits.test.sorted_by_length()
@@ -253,9 +244,8 @@ def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision,
     monitoring.log_test_results(os.path.join(run_dir, rundir.LOG_DIR), test.labels, probabilities, test_metrics,
                                 splits.class_names, tuned.state.global_step, images)
 
-    phase("saving model.keras (tokenizer included)")
-    attach_preprocessor(classifier, preprocessor)
-    save_classifier(classifier, os.path.join(run_dir, rundir.MODEL_FILE))
+    phase("saving model.keras (tokenizer and optimizer state included)")
+    save_classifier(evaluated, os.path.join(run_dir, rundir.MODEL_FILE))
 
     metrics = {
         "test": test_metrics,

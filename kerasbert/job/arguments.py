@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from kerasbert.config import ExportConfig, TrainConfig, fields, flag
+from kerasbert.job.config import ExportConfig, TrainConfig, fields, flag
 from kerasbert.errors import KerasbertError
 
 TRAIN_DESCRIPTION = ("Fine-tune a pre-trained BERT into a text classifier, evaluate it on the test split "

@@ -4,8 +4,8 @@ Markdown file (`report.md`, next to its PNGs) that reads well on GitHub.
 The training curves are drawn from the run's TensorBoard events, so the
 report shows exactly what TensorBoard shows.
 
-`write_report("runs/latest")` writes `runs/latest/report.md` and returns its
-text, which starts with "# Run `runs/latest`".
+`write_report("runs/latest")` writes the newest run's `report.md` and returns its
+text, which starts with "# Run `<the run's name>`".
 """
 
 import math
@@ -14,11 +14,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasbert import files, plots, rundir
+from kerasbert import files
+from kerasbert.job import plots, rundir
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.hardware import Hardware
 from kerasbert.progress import phase
-from kerasbert.rundir import REPORT_FILE, TRAINING_CURVES_PNG
+from kerasbert.job.rundir import REPORT_FILE, TRAINING_CURVES_PNG
 
 
 
@@ -102,6 +103,7 @@ def read_run(run_dir):
 
 def write_report(run_dir):
     """Draw training_curves.png, write report.md; returns the report's text."""
+    run_dir = rundir.resolved(run_dir)
     config, metrics = read_run(run_dir)
     plots.save_training_curves(training_curves(run_dir, config, metrics), os.path.join(run_dir, TRAINING_CURVES_PNG))
     text = report_markdown(run_dir, config, metrics)
@@ -125,7 +127,7 @@ def machine_lines(metrics):
 
 def report_markdown(run_dir, config, metrics):
     test, timing = metrics["test"], metrics["timing"]
-    lines = [f"# Run `{os.path.basename(os.path.abspath(run_dir))}`", ""]
+    lines = [f"# Run `{os.path.basename(os.path.realpath(run_dir))}`", ""]
     lines += [f"Fine-tuned `{config['preset']}` on {metrics['examples']['train']:,} training examples "
               f"({metrics['epochs_run']} epoch(s)), validated on {metrics['examples']['validation']:,}, "
               f"tested on {metrics['examples']['test']:,}.", ""]

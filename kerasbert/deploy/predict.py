@@ -9,8 +9,8 @@ probability.
 import json
 import os
 
-from kerasbert import files, rundir
-from kerasbert.errors import KerasbertError
+from kerasbert import files
+from kerasbert.errors import KerasbertError, first_line
 
 
 class Predictor:
@@ -22,32 +22,25 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, texts):
-        probabilities = self.predict_probabilities(list(texts))
-        return [{"text": text, "label": self.class_names[int(row.argmax())], "probability": float(row.max()),
-                 "probabilities": {name: float(p) for name, p in zip(self.class_names, row)}}
-                for text, row in zip(texts, probabilities)]
+        from kerasbert.model import labeled_rows
+
+        return labeled_rows(texts, self.predict_probabilities(list(texts)), self.class_names)
 
 
 class KerasPredictor(Predictor):
     def __init__(self, path):
-        from kerasbert.model import load_classifier
+        from kerasbert.model import class_names_of, load_classifier
 
         self.classifier = load_classifier(path)
         if self.classifier.preprocessor is None:
-            raise KerasbertError(f"{path} holds a classifier without its tokenizer (save it with its preprocessor "
-                                 "attached: kerasbert.model.attach_preprocessor)")
-        self.class_names = list(getattr(self.classifier, "class_names", None) or self.class_names_beside(path))
-
-    def class_names_beside(self, path):
-        """Class names of a model saved before they were part of it: from its run's metrics.json."""
-        metrics = os.path.join(os.path.dirname(os.path.abspath(path)), rundir.METRICS_FILE)
-        count = self.classifier.get_config()["num_classes"]
-        return files.read_json(metrics)["class_names"] if os.path.isfile(metrics) else [str(k) for k in range(count)]
+            raise KerasbertError(f"{path} holds a classifier without its tokenizer (save a classifier that has "
+                                 "its preprocessor, as TextClassifier.from_preset builds it)")
+        self.class_names = class_names_of(self.classifier)
 
     def predict_probabilities(self, texts):
-        from kerasbert.parity import keras_probabilities
+        from kerasbert.model import softmax
 
-        return keras_probabilities(self.classifier, texts)
+        return softmax(self.classifier.predict(texts, verbose=0)).numpy()
 
 
 class SavedModelPredictor(Predictor):
@@ -61,7 +54,7 @@ class SavedModelPredictor(Predictor):
             self.serve = loaded.signatures["serving_default"]
             self.class_names = [name.decode() for name in loaded.class_names.numpy()]
         except Exception as error:  # corrupt protobufs and missing variables raise many types
-            raise KerasbertError(f"cannot load SavedModel {path}: {str(error).strip().splitlines()[0]}") from None
+            raise KerasbertError(f"cannot load SavedModel {path}: {first_line(error)}") from None
 
     def predict_probabilities(self, texts):
         return self.serve(text=self.tf.constant(texts))["probabilities"].numpy()
@@ -69,12 +62,12 @@ class SavedModelPredictor(Predictor):
 
 class TFLitePredictor(Predictor):
     def __init__(self, path):
-        from kerasbert.tflite import TFLiteClassifier
+        from kerasbert.deploy.tflite import TFLiteClassifier
 
         try:
             self.model = TFLiteClassifier(path)
         except (ValueError, RuntimeError, OSError) as error:
-            raise KerasbertError(f"cannot load TFLite model {path}: {str(error).strip().splitlines()[0]}") from None
+            raise KerasbertError(f"cannot load TFLite model {path}: {first_line(error)}") from None
         self.class_names = self.model.class_names
 
     def predict_probabilities(self, texts):

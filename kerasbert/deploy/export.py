@@ -15,9 +15,9 @@ as long as that precision passes the parity check; else in float32.
 A version directory is written under a temporary name and renamed into place
 once its parity check passed, so a server never sees half a version.
 
-From Python, a fitted classifier with its preprocessor needs no run directory:
-`saved_model(classifier, "saved_models/imdb")` and
-`tflite(classifier, "saved_models/imdb/tflite", ["dynamic-int8"])`.
+From Python: `kerasbert.deploy.saved_model(classifier, "saved_models/imdb")` and
+`kerasbert.deploy.tflite_models(classifier, "saved_models/imdb/tflite", ["dynamic-int8"])`
+for a classifier with its preprocessor (as `TextClassifier.from_preset` builds it).
 """
 
 import os
@@ -25,64 +25,14 @@ import shutil
 
 import tensorflow as tf
 
-from kerasbert import files, rundir
-from kerasbert.config import TFLITE_FORMATS
+from kerasbert import files
+from kerasbert.deploy.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
+from kerasbert.deploy.tflite import TFLITE_FORMATS, export_tflite
 from kerasbert.errors import KerasbertError
-from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.model import load_classifier
-from kerasbert.parity import ParityCheck, parity_examples
-from kerasbert.progress import phase
 from kerasbert.files import next_version, publish_directory, staging_directory
-from kerasbert.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
-from kerasbert.tflite import export_tflite
-
-
-def load_run(run_dir):
-    """The classifier and class names of a finished run directory."""
-    if not os.path.isdir(run_dir):
-        raise KerasbertError(f"run directory {run_dir} does not exist")
-    model_path = os.path.join(run_dir, rundir.MODEL_FILE)
-    metrics_path = os.path.join(run_dir, rundir.METRICS_FILE)
-    if not os.path.isfile(model_path) or not os.path.isfile(metrics_path):
-        raise KerasbertError(f"{run_dir} holds no finished run (no {rundir.MODEL_FILE} or {rundir.METRICS_FILE})")
-    classifier = load_classifier(model_path)
-    if classifier.preprocessor is None:
-        raise KerasbertError(f"{model_path} holds a classifier without its tokenizer: nothing to serve raw text with")
-    return classifier, files.read_json(metrics_path)["class_names"]
-
-
-def export_run(config):
-    """Everything `export.py` does: SavedModel, then TFLite variants, each parity-checked."""
-    model_root = os.path.join(config.export_root, config.model_name)
-    version = config.version or next_version(model_root)
-    check_destinations(model_root, version, config)  # before minutes of loading and parity checks
-    phase(f"loading {config.run}")
-    classifier, class_names = load_run(config.run)
-    parity = None
-    if config.parity_examples:
-        phase(f"running the Keras model (float32) on {config.parity_examples} test reviews for the parity checks")
-        parity = ParityCheck(classifier, *parity_examples(config.run, config.parity_examples))
-    paths = [export_saved_model(classifier, class_names, model_root, version, config.overwrite, parity,
-                                config.serving_precision)]
-    phase(f"SavedModel for TF Serving: {paths[0]}")
-    if config.tflite_formats():
-        paths.append(export_tflite(classifier, class_names, config.tflite_formats(),
-                                   os.path.join(model_root, "tflite"), version, config.overwrite, parity))
-        phase(f"TFLite ({', '.join(config.tflite_formats())}): {paths[1]}")
-    return paths
-
-
-def check_destinations(model_root, version, config):
-    """Refuse an export root or model folder that is a file or not writable, and a version that
-    exists (SavedModel or TFLite) without --overwrite."""
-    for folder in (model_root, os.path.join(model_root, "tflite")):
-        files.check_can_create(folder, "export folder")
-    targets = [os.path.join(model_root, str(version))]
-    if config.tflite_formats():
-        targets.append(os.path.join(model_root, "tflite", str(version)))
-    for target in targets:
-        files.check_free(target, config.overwrite)
-        files.check_can_create(target, "export version")
+from kerasbert.hardware import choose_precision, detect_hardware
+from kerasbert.model import class_names_of
+from kerasbert.progress import phase
 
 
 def saved_model(classifier, directory, version=0, overwrite=False, precision="auto"):
@@ -91,7 +41,7 @@ def saved_model(classifier, directory, version=0, overwrite=False, precision="au
     `precision`: what the server computes in (auto: bf16 where this machine has
     it natively, else float32; or off, bf16, fp16).
 
-    Example: `kerasbert.export.saved_model(classifier, "saved_models/imdb")` -> "saved_models/imdb/1".
+    Example: `kerasbert.deploy.saved_model(classifier, "saved_models/imdb")` -> "saved_models/imdb/1".
     """
     check_exportable(classifier)
     version = version or next_version(directory)
@@ -99,7 +49,7 @@ def saved_model(classifier, directory, version=0, overwrite=False, precision="au
                               precision=precision)
 
 
-def tflite(classifier, directory, variants=("dynamic-int8",), version=0, overwrite=False):
+def tflite_models(classifier, directory, variants=("dynamic-int8",), version=0, overwrite=False):
     """Export TFLite models (`variants` of float32, float16, dynamic-int8; each as token ids in and as
     one string in) into `<directory>/<version>/`; returns that path."""
     check_exportable(classifier)
@@ -112,14 +62,8 @@ def tflite(classifier, directory, variants=("dynamic-int8",), version=0, overwri
 
 def check_exportable(classifier):
     if classifier.preprocessor is None:
-        raise ValueError("the classifier has no preprocessor to export with it: set classifier.preprocessor "
-                         "(kerasbert.model.attach_preprocessor) first")
-
-
-def class_names_of(classifier):
-    """A TextClassifier's class names, else "0", "1", ..."""
-    names = getattr(classifier, "class_names", None)
-    return list(names) if names else [str(index) for index in range(classifier.get_config()["num_classes"])]
+        raise ValueError("the classifier has no preprocessor to export with it (TextClassifier.from_preset "
+                         "attaches one; or set classifier.preprocessor)")
 
 
 def export_saved_model(classifier, class_names, model_root, version, overwrite=False, parity=None,

@@ -1,0 +1,75 @@
+"""`export.py` (`kerasbert export`): a finished run's model as a TF Serving SavedModel and
+TFLite models (`kerasbert.deploy`), each checked against the Keras model on the run's
+own test reviews before it is published.
+"""
+
+import os
+
+from kerasbert import data, files
+from kerasbert.deploy.export import export_saved_model
+from kerasbert.deploy.parity import ParityCheck
+from kerasbert.deploy.tflite import export_tflite
+from kerasbert.errors import KerasbertError
+from kerasbert.files import next_version
+from kerasbert.job import rundir
+from kerasbert.job.config import TrainConfig
+from kerasbert.model import load_classifier
+from kerasbert.progress import phase
+
+
+def load_run(run_dir):
+    """The classifier and class names of a finished run directory."""
+    if not os.path.isdir(run_dir):
+        raise KerasbertError(f"run directory {run_dir} does not exist")
+    model_path = os.path.join(run_dir, rundir.MODEL_FILE)
+    metrics_path = os.path.join(run_dir, rundir.METRICS_FILE)
+    if not os.path.isfile(model_path) or not os.path.isfile(metrics_path):
+        raise KerasbertError(f"{run_dir} holds no finished run (no {rundir.MODEL_FILE} or {rundir.METRICS_FILE})")
+    classifier = load_classifier(model_path)
+    if classifier.preprocessor is None:
+        raise KerasbertError(f"{model_path} holds a classifier without its tokenizer: nothing to serve raw text with")
+    return classifier, files.read_json(metrics_path)["class_names"]
+
+
+def export_run(config):
+    """Everything `export.py` does: SavedModel, then TFLite variants, each parity-checked."""
+    model_root = os.path.join(config.export_root, config.model_name)
+    version = config.version or next_version(model_root)
+    check_destinations(model_root, version, config)  # before minutes of loading and parity checks
+    phase(f"loading {config.run}")
+    run_dir = rundir.resolved(config.run)
+    classifier, class_names = load_run(run_dir)
+    parity = None
+    if config.parity_examples:
+        phase(f"running the Keras model (float32) on {config.parity_examples} test reviews for the parity checks")
+        parity = ParityCheck(classifier, *parity_examples(run_dir, config.parity_examples))
+    paths = [export_saved_model(classifier, class_names, model_root, version, config.overwrite, parity,
+                                config.serving_precision)]
+    phase(f"SavedModel for TF Serving: {paths[0]}")
+    if config.tflite_formats():
+        paths.append(export_tflite(classifier, class_names, config.tflite_formats(),
+                                   os.path.join(model_root, "tflite"), version, config.overwrite, parity))
+        phase(f"TFLite ({', '.join(config.tflite_formats())}): {paths[1]}")
+    return paths
+
+
+def check_destinations(model_root, version, config):
+    """Refuse an export root or model folder that is a file or not writable, and a version that
+    exists (SavedModel or TFLite) without `overwrite`."""
+    for folder in (model_root, os.path.join(model_root, "tflite")):
+        files.check_can_create(folder, "export folder")
+    targets = [os.path.join(model_root, str(version))]
+    if config.tflite_formats():
+        targets.append(os.path.join(model_root, "tflite", str(version)))
+    for target in targets:
+        files.check_free(target, config.overwrite)
+        files.check_can_create(target, "export version")
+
+
+
+
+def parity_examples(run_dir, count, seed=0):
+    """`count` seeded test reviews (texts, labels) of the run's own test data."""
+    config = TrainConfig.from_dict(files.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
+    test = data.load_splits(**config.data_options()).test.sample(count, seed)
+    return test.texts.astype(str), test.labels
