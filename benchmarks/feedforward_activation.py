@@ -59,15 +59,14 @@ def measure(data_dir, form, mixed_precision):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from kerasbert.backbone import set_feedforward_activation
     from kerasbert.data import evaluation_dataset, read_tfds
-    from kerasbert.model import build_classifier
-    from kerasbert.presets import resolve_preset
+    from kerasbert.model import TextClassifier
     from kerasbert.texts import LabeledTexts
 
     train, _, _ = read_tfds("imdb_reviews", data_dir)
     picked = random.Random(1234).sample(range(len(train)), 640)
     reviews = LabeledTexts(train.texts[picked], train.labels[picked]).sorted_by_length()
-    classifier, preprocessor = build_classifier(resolve_preset("all_minilm_l6_v2_offline"), 2, 256,
-                                                mixed_precision=mixed_precision)
+    classifier = TextClassifier.from_preset("all_minilm_l6_v2_offline", num_classes=2, precision=mixed_precision)
+    preprocessor = classifier.preprocessor
     assert classifier.feedforward_activation == "gelu"  # MiniLM's config.json: hidden_act "gelu"
     if form == "gelu_approximate":
         from keras_hub.src.utils.keras_utils import gelu_approximate  # what KerasHub's BERT computes

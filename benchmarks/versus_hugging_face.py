@@ -270,15 +270,17 @@ class KerasbertWorker:
         import dataclasses
 
         from kerasbert.job.config import TrainConfig
-        from kerasbert.model import build_classifier
+        from kerasbert.model import TextClassifier
 
         self.job = job
-        self.config = dataclasses.replace(TrainConfig(max_seq_length=job["length"], batch_size=job["batch_size"],
-                                                      eval_batch_size=job["eval_batch_size"]), **job["options"])
-        self.classifier, self.preprocessor = build_classifier(
-            preset_folder(), 2, self.config.max_seq_length, self.config.truncation, self.config.dropout,
-            self.config.mixed_precision, self.config.backbone_dropout, self.config.fused_layers,
-            trim_last_layer=self.config.trim_last_layer)
+        self.config = config = dataclasses.replace(TrainConfig(max_seq_length=job["length"], batch_size=job["batch_size"],
+                                                               eval_batch_size=job["eval_batch_size"]), **job["options"])
+        self.classifier = TextClassifier.from_preset(
+            preset_folder(), num_classes=2, sequence_length=config.max_seq_length, truncation=config.truncation,
+            dropout=config.dropout, precision=config.mixed_precision,
+            backbone_dropout=None if config.backbone_dropout < 0 else config.backbone_dropout,
+            fused_layers=config.fused_layers, trim_last_layer=config.trim_last_layer)
+        self.preprocessor = self.classifier.preprocessor
 
     def texts(self, part):
         import numpy as np

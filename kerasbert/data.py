@@ -184,8 +184,10 @@ def tokenized(dataset, preprocessor, trim):
 
     options = pipeline_options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # Two prefetch buffers, as when KerasHub's fit mapped its own (no-op) stage over these batches:
+    # with autotuning off each buffer grows on its own, and one alone trained about 3% slower.
     dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    return dataset.with_options(options)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def pipeline_options():

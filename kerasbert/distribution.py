@@ -25,6 +25,8 @@ import dataclasses
 import glob
 import json
 import os
+import socket
+import time
 
 import tensorflow as tf
 
@@ -100,12 +102,27 @@ def split_cpu(devices):
                                  f"{max(len(configured), 1)} CPU device(s) in this process") from None
 
 
+def any_worker(strategy):
+    """`agreed(flag)`: whether `flag` is true on any worker of `strategy`'s cluster, the same answer on
+    every worker. A collective: every worker calls it at the same point of its program."""
+    def agreed(flag):
+        votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
+        return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None) > 0)
+
+    return agreed
+
+
 def tpu_attached(environ=os.environ):
     return bool(environ.get("TPU_NAME") or glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
-def make_strategy(name, logical_cpu_devices=0, environ=os.environ):
-    """The `tf.distribute.Strategy` for `--strategy name`, with a clear error when it cannot run here."""
+def make_strategy(name, logical_cpu_devices=0, environ=os.environ, peer_timeout=600):
+    """The `tf.distribute.Strategy` for `--strategy name`, with a clear error when it cannot run here.
+
+    A multi-worker strategy is made once every peer of TF_CONFIG has started (`wait_for_peers`),
+    and its collectives give up after `peer_timeout` seconds (0: never) on a peer that stopped
+    answering: TensorFlow alone would wait forever, unable to take SIGTERM meanwhile.
+    """
     if name not in STRATEGIES:
         raise KerasbertError(f"`strategy` must be one of {', '.join(STRATEGIES)}, got {name!r}")
     task = cluster_task(environ)
@@ -127,8 +144,50 @@ def make_strategy(name, logical_cpu_devices=0, environ=os.environ):
     if name == "multi-worker":
         if task.workers < 2 and not environ.get("TF_CONFIG"):
             raise KerasbertError("`strategy` multi-worker needs TF_CONFIG describing the cluster and this task")
-        return MultiWorkerStrategy()
+        wait_for_peers(task, json.loads(environ["TF_CONFIG"])["cluster"], peer_timeout)
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=peer_timeout or None)
+        return MultiWorkerStrategy(communication_options=options)
     return tpu_strategy(environ)
+
+
+def wait_for_peers(task, cluster, timeout):
+    """Return once every other task of `cluster` listens on its address, or raise after `timeout`
+    seconds (0: never) naming those that did not. Until TensorFlow's server takes it over, this
+    task's own port is held open here, so its peers see it waiting too. (TensorFlow's own wait
+    for a peer cannot be interrupted, not even by SIGTERM, and has no time-out.)"""
+    own = cluster[task.type][task.index]
+    peers = {f"{job}-{index}": address for job, addresses in cluster.items()
+             for index, address in enumerate(addresses) if (job, index) != (task.type, task.index)}
+    listener = socket.socket(socket.AF_INET6 if own.startswith("[") else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", int(own.rsplit(":", 1)[1])))
+        listener.listen(64)
+    except OSError as error:
+        listener.close()
+        raise KerasbertError(f"{task.name} cannot listen on {own} ({error.strerror}): is another process using "
+                             "that port?") from None
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    try:
+        while peers:
+            peers = {name: address for name, address in peers.items() if not listening(address)}
+            if peers and time.monotonic() > deadline:
+                missing = ", ".join(f"{name} ({address})" for name, address in peers.items())
+                raise KerasbertError(f"{task.name} waited {timeout} s for {missing}, which did not start: start the "
+                                     "same command on every worker of TF_CONFIG, or check its addresses "
+                                     "(`peer_timeout`)")
+            time.sleep(0.2 if peers else 0)
+    finally:
+        listener.close()  # unaccepted connections are reset, so TensorFlow can bind the port at once
+
+
+def listening(address):
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def tpu_strategy(environ):

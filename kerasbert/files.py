@@ -20,6 +20,7 @@ import shutil
 import socket
 import tempfile
 
+from kerasbert.disk import writing
 from kerasbert.errors import KerasbertError
 
 TEMPORARY_PREFIX = ".tmp-"
@@ -121,15 +122,18 @@ def publish_file(temporary, path):
 
 @contextlib.contextmanager
 def written_atomically(path):
-    """`with written_atomically(path) as temporary:` write `temporary`; it replaces `path` on success."""
-    temporary = temporary_beside(path)
-    try:
-        yield temporary
-        publish_file(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    """`with written_atomically(path) as temporary:` write `temporary`; it replaces `path` on success.
+    A full, over-quota or read-only file system raises an `OutputFailure` naming `path`; `path`
+    keeps what it held."""
+    with writing(path):
+        temporary = temporary_beside(path)
+        try:
+            yield temporary
+            publish_file(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
 
 
 def fsync_directory(directory):

@@ -156,7 +156,7 @@ def read_table(path, class_names=None):
         raw_labels.append((line, label_key(row["label"], path, line)))
     if not texts:
         raise KerasbertError(f"{path} holds no examples")
-    class_names = class_names or class_names_of([key for _, key in raw_labels], path)
+    class_names = class_names or class_names_from_labels([key for _, key in raw_labels], path)
     index = {name: i for i, name in enumerate(class_names)}
     labels = []
     for line, key in raw_labels:
@@ -222,7 +222,8 @@ def label_key(label, path, line):
     return str(int(key)) if INTEGER.match(key) else key
 
 
-def class_names_of(keys, path):
+def class_names_from_labels(keys, path):
+    """The classes of a training file: its distinct labels, in numeric order if they are integers, else sorted."""
     distinct = set(keys)
     numeric = {key for key in distinct if INTEGER.match(key)}
     if numeric and numeric != distinct:

@@ -1,10 +1,16 @@
 """Shared fixtures: real IMDB reviews from ../shared/data and the real offline MiniLM weights."""
 
 import inspect
+import json
 import os
 import pathlib
 import socket
+import subprocess
+import sys
 import tarfile
+import time
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import pytest
@@ -123,3 +129,42 @@ def free_ports(count):
 
 def assert_same_predictions(first, second, inputs, atol=1e-6):
     np.testing.assert_allclose(first.predict(inputs, verbose=0), second.predict(inputs, verbose=0), atol=atol)
+
+
+class TensorBoardServer:
+    def __init__(self, logdir, load_fast="false"):
+        [self.port] = free_ports(1)
+        tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+        self.process = subprocess.Popen(
+            [tensorboard, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port), "--load_fast", load_fast],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def get(self, route, **query):
+        url = f"http://127.0.0.1:{self.port}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read()
+        return body if "individualImage" in route else json.loads(body)
+
+    def post(self, route, payload):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{route}", data=json.dumps(payload).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def wait_for(self, route, ready, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"tensorboard exited: {self.process.stderr.read().decode()[-2000:]}")
+            try:
+                answer = self.get(route)
+                if ready(answer):
+                    return answer
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"tensorboard did not serve {route} within {timeout} s")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)

@@ -1,64 +1,18 @@
 """TensorBoard as users see it: a real `tensorboard` server on 127.0.0.1, read through its HTTP API."""
 
-import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
 
 import numpy as np
 import pytest
 
 from kerasbert.job import cli, rundir
-from kerasbert.texts import LabeledTexts
-from kerasbert.monitoring import misclassified_table
 from kerasbert.job.plots import precision_recall_curve
 from kerasbert.job.report import REPORT_FILE, TRAINING_CURVES_PNG, read_scalars
 from kerasbert.job.training import train_and_evaluate
-from tests.conftest import free_ports, tiny_config
-
-
-class TensorBoardServer:
-    def __init__(self, logdir):
-        [self.port] = free_ports(1)
-        tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
-        self.process = subprocess.Popen(
-            [tensorboard, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port), "--load_fast", "false"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def get(self, route, **query):
-        url = f"http://127.0.0.1:{self.port}{route}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        with urllib.request.urlopen(url, timeout=30) as response:
-            body = response.read()
-        return body if "individualImage" in route else json.loads(body)
-
-    def post(self, route, payload):
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{route}", data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-
-    def wait_for(self, route, ready, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"tensorboard exited: {self.process.stderr.read().decode()[-2000:]}")
-            try:
-                answer = self.get(route)
-                if ready(answer):
-                    return answer
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"tensorboard did not serve {route} within {timeout} s")
-
-    def stop(self):
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
+from kerasbert.monitoring import misclassified_table
+from kerasbert.texts import LabeledTexts
+from tests.conftest import TensorBoardServer, tiny_config
 
 # TensorBoard is pointed at the folder holding the run, as users point it at runs/.
 TRAIN, VALIDATION, TEST = "run/logs/train", "run/logs/validation", "run/logs/test"

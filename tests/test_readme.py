@@ -11,10 +11,11 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.conftest import ROOT, SHARED_DATA, TFDS_DIR
+from tests.conftest import ROOT, SHARED_DATA, TFDS_DIR, TensorBoardServer
 
 SHELL_STARTS = ("make ", "python ", "kerasbert ", "tensorboard ", "TF_CONFIG=", "TFDS_DATA_DIR=",
                 "tensorflow_model_server ", "docker ", "curl ")
@@ -118,6 +119,7 @@ def readme_project(tmp_path_factory):
     made = run(["make", "train", f"VENV={venv}", "-o", f"{venv}/.installed", f"ARGS={' '.join(TINY_TRAINING)}"],
                folder)
     assert "fine-tuning for 1 epoch(s)" in made.stdout and "SavedModel for TF Serving" in made.stdout
+    assert "\x1b[" not in made.stdout, "output to a pipe has no progress bar escapes"
     return folder
 
 
@@ -158,6 +160,20 @@ def test_tensorboard_reads_the_runs(readme_project):
     inspected = run([os.path.join(os.path.dirname(sys.executable), "tensorboard"), "--logdir", "runs", "--inspect"],
                     readme_project)
     assert "batch_loss" in inspected.stdout and "epoch_accuracy" in inspected.stdout
+
+
+def test_tensorboard_shows_each_run_once(readme_project):
+    """As a browser sees it: TensorBoard's default loader follows links, and runs/latest is one."""
+    newest = os.path.basename(os.path.realpath(readme_project / "runs" / "latest" / "run"))
+    server = TensorBoardServer(str(readme_project / "runs"), load_fast="auto")
+    try:
+        runs = server.wait_for("/data/runs", lambda names: f"{newest}/logs/test" in names)
+        time.sleep(3)  # a link, if followed, is listed in the same scan
+        runs = server.get("/data/runs")
+    finally:
+        server.stop()
+    assert {f"{newest}/logs{part}" for part in ("", "/train", "/validation", "/test")} <= set(runs)
+    assert not [name for name in runs if name.startswith("latest")] and len(runs) == len(set(runs))
 
 
 @pytest.mark.parametrize("options", [["--dataset", "../shared/data/aclImdb_v1_labeled.tar.gz"],

@@ -10,7 +10,7 @@ from kerasbert.job import rundir
 from kerasbert.job.config import TrainConfig
 from kerasbert.distribution import Task
 from kerasbert.errors import KerasbertError
-from kerasbert.job.training import choose_run_directory
+from kerasbert.job.rundir import choose_run_directory
 
 SINGLE = Task()
 

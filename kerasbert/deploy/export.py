@@ -28,6 +28,7 @@ import tensorflow as tf
 from kerasbert import files
 from kerasbert.deploy.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
 from kerasbert.deploy.tflite import TFLITE_FORMATS, export_tflite
+from kerasbert.disk import writing
 from kerasbert.errors import KerasbertError
 from kerasbert.files import next_version, publish_directory, staging_directory
 from kerasbert.hardware import choose_precision, detect_hardware
@@ -83,8 +84,9 @@ def export_saved_model(classifier, class_names, model_root, version, overwrite=F
         staged, final = staging_directory(model_root, version, overwrite)
         try:
             module = ServingModule(classifier, class_names, candidate.policy)
-            tf.saved_model.save(module, staged, signatures=module.signatures())
-            write_warmup_requests(staged, os.path.basename(model_root), classifier.preprocessor.sequence_length)
+            with writing(final):
+                tf.saved_model.save(module, staged, signatures=module.signatures())
+                write_warmup_requests(staged, os.path.basename(model_root), classifier.preprocessor.sequence_length)
             files.write_text_atomically(os.path.join(staged, BATCHING_FILE), batching_parameters(os.cpu_count()))
             if parity is not None:
                 served = tf.saved_model.load(staged).signatures["serving_default"]

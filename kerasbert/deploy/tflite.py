@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
+from kerasbert.disk import writing
 from kerasbert.data import TOKEN_INPUTS
 from kerasbert.inference import token_model, token_probabilities
 from kerasbert.files import publish_directory, staging_directory
@@ -183,8 +184,9 @@ def export_tflite(classifier, class_names, formats, tflite_root, version, overwr
         for quantization in formats:
             for text_input in (False, True) if with_tokenizer else (False,):
                 path = os.path.join(staged, tflite_file_name(quantization, text_input))
-                with open(path, "wb") as file:
-                    file.write(tflite_model(classifier, quantization, text_input))
+                converted = tflite_model(classifier, quantization, text_input)
+                with writing(final), open(path, "wb") as file:
+                    file.write(converted)
                 if parity is not None:
                     name = os.path.basename(path)[:-len(".tflite")]
                     parity.check(TFLiteClassifier(path).predict_probabilities, quantization,

@@ -4,6 +4,7 @@ import os
 import re
 import sys
 
+from kerasbert.disk import output_failure
 from kerasbert.errors import KerasbertError
 
 USAGE = """usage: kerasbert COMMAND [options]
@@ -96,7 +97,12 @@ def as_flags(message):
 def run(command, argv):
     """Run one command; bad input becomes `error: ...` on stderr and exit status 2."""
     try:
-        command(argv)
+        try:
+            command(argv)
+        except KerasbertError:
+            raise
+        except Exception as error:  # a full or read-only file system is one line too; anything else a traceback
+            raise output_failure(error) or error
     except KerasbertError as error:
         print(f"error: {as_flags(str(error))}", file=sys.stderr)
         return 2

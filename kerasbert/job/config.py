@@ -128,6 +128,11 @@ class TrainConfig:
     logical_cpu_devices: int = option(
         0, "Split the CPU into this many logical devices (mirrored training without GPUs; 0: off)."
     )
+    peer_timeout: int = option(
+        600,
+        "Seconds a multi-worker run waits for a worker of TF_CONFIG that has not started, or for a "
+        "collective with a worker that stopped answering, before it ends with a message (0: forever).",
+    )
     backup_every_steps: int = option(
         100,
         "Back up weights, optimizer state and progress to <run>/backup every "
@@ -162,7 +167,7 @@ class TrainConfig:
 
     QUICK_PROFILE = {"max_train_examples": 320, "max_test_examples": 200, "max_seq_length": 64}
     # Options of the attempt, not of the run: a replayed config leaves them out.
-    RESTART_OPTIONS = ("resume", "overwrite", "output_dir")
+    RESTART_OPTIONS = ("resume", "overwrite", "output_dir", "peer_timeout")
 
     def __post_init__(self):
         self.validate()
@@ -174,7 +179,7 @@ class TrainConfig:
             raise KerasbertError(f"--seed must be in [0, 2**31), got {self.seed}")
         positive = ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps")
         non_negative = ("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm",
-                        "weight_decay", "logical_cpu_devices", "backup_every_steps")
+                        "weight_decay", "logical_cpu_devices", "backup_every_steps", "peer_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise KerasbertError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")

@@ -9,6 +9,7 @@ from kerasbert import data, files
 from kerasbert.deploy.export import export_saved_model
 from kerasbert.deploy.parity import ParityCheck
 from kerasbert.deploy.tflite import export_tflite
+from kerasbert.disk import SPARE_BYTES, check_free_space, mebibytes, variable_bytes
 from kerasbert.errors import KerasbertError
 from kerasbert.files import next_version
 from kerasbert.job import rundir
@@ -39,6 +40,7 @@ def export_run(config):
     phase(f"loading {config.run}")
     run_dir = rundir.resolved(config.run)
     classifier, class_names = load_run(run_dir)
+    check_room_to_export(classifier, model_root, config.tflite_formats())
     parity = None
     if config.parity_examples:
         phase(f"running the Keras model (float32) on {config.parity_examples} test reviews for the parity checks")
@@ -51,6 +53,15 @@ def export_run(config):
                                    os.path.join(model_root, "tflite"), version, config.overwrite, parity))
         phase(f"TFLite ({', '.join(config.tflite_formats())}): {paths[1]}")
     return paths
+
+
+def check_room_to_export(classifier, model_root, tflite_formats):
+    """Refuse, before the parity checks and conversions, an export whose SavedModel and TFLite
+    models (one on token ids, one on text, per format) cannot fit in the export root."""
+    weights = variable_bytes(classifier.weights)
+    tflite = {"float32": 2 * weights, "float16": weights, "dynamic-int8": weights // 2}
+    check_free_space(model_root, weights + sum(tflite[name] for name in tflite_formats) + SPARE_BYTES,
+                     f"the export (a SavedModel of {mebibytes(weights)} and {len(tflite_formats)} TFLite format(s))")
 
 
 def check_destinations(model_root, version, config):

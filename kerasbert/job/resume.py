@@ -28,10 +28,12 @@ import shutil
 import keras
 
 from kerasbert import files
+from kerasbert.disk import check_free_space, variable_bytes
 from kerasbert.job import rundir
 from kerasbert.errors import KerasbertError
 
 STATE_FILE = os.path.basename(rundir.BACKUP_STATE)
+WRITE_MARGIN_BYTES = 4 << 20  # an HDF5 file's headers and metadata, and a little room to spare
 
 
 @dataclasses.dataclass
@@ -60,6 +62,15 @@ class RunState:
         return bool(patience) and self.epochs_since_best >= patience
 
 
+def save_weights(model, path, what):
+    """`model.save_weights(path)` (its optimizer's too) atomically, refused first when the file
+    system has no room for it: h5py, which writes it, crashes the process on a full disk."""
+    optimizer = [] if model.optimizer is None else model.optimizer.variables
+    check_free_space(path, variable_bytes(model.variables + optimizer) + WRITE_MARGIN_BYTES, what)
+    with files.written_atomically(path) as temporary:
+        model.save_weights(temporary, overwrite=True)
+
+
 class Backup:
     """One training-state backup in a folder; replaced atomically at each save."""
 
@@ -72,8 +83,7 @@ class Backup:
     def save(self, model, state):
         os.makedirs(self.folder, exist_ok=True)
         name = f"step-{state.global_step:08d}.weights.h5"
-        with files.written_atomically(os.path.join(self.folder, name)) as temporary:
-            model.save_weights(temporary, overwrite=True)
+        save_weights(model, os.path.join(self.folder, name), "the backup")
         state.weights = name  # only once the weights it names are on disk
         files.write_json(os.path.join(self.folder, STATE_FILE), dataclasses.asdict(state))
         for stale in os.listdir(self.folder):  # not glob: brackets in a folder name are just brackets
@@ -124,8 +134,7 @@ class BestWeights(keras.callbacks.Callback):
         if value is not None and (self.best is None or value > self.best):
             self.best = float(value)
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with files.written_atomically(self.path) as temporary:
-                self.model.save_weights(temporary, overwrite=True)
+            save_weights(self.model, self.path, "the best weights")
 
 
 class TrainingBackup(keras.callbacks.Callback):
@@ -134,35 +143,54 @@ class TrainingBackup(keras.callbacks.Callback):
     monitored metric has not improved for `patience` epochs (0: never).
 
     An epoch cut short by another callback (TerminateOnNaN) is not recorded
-    as finished: `diverged` is set instead.
+    as finished: `diverged` is set instead. Once `notice` (a `TerminationNotice`) has
+    received SIGTERM, the backup is saved at the next step and training stops
+    (`preempted_at`: that step). `agree` turns this worker's "received" into the
+    cluster's (any worker's), so that every worker stops after the same step.
     """
 
-    def __init__(self, backup, state, throughput, every, monitor, patience=0):
+    def __init__(self, backup, state, throughput, every, monitor, patience=0, notice=None, agree=bool):
         super().__init__()
         self.backup, self.state, self.throughput, self.every = backup, state, throughput, every
-        self.monitor, self.patience = monitor, patience
-        self.steps_before_this_epoch, self.diverged = 0, False
+        self.monitor, self.patience, self.notice, self.agree = monitor, patience, notice, agree
+        self.steps_before_this_epoch, self.diverged, self.preempted_at = 0, False, None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.steps_before_this_epoch = self.state.step_in_epoch  # non-zero in a resumed epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         # Not at an epoch's last step: the epoch-end backup follows, and a backup of a finished epoch
         # that is not recorded as finished would resume into an epoch with no batches left.
-        if not self.every or step % self.every or batch + 1 == self.params.get("steps"):
+        if batch + 1 == self.params.get("steps"):
             return
-        self.state.step_in_epoch = self.steps_before_this_epoch + batch + 1
-        self.save(step)
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        terminated = self.terminated()
+        if terminated or (self.every and step % self.every == 0):
+            self.state.step_in_epoch = self.steps_before_this_epoch + batch + 1
+            self.save(step)
+        if terminated:
+            self.stop_at(step)
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.preempted_at is not None:
+            return
         if self.model.stop_training:
             self.diverged = True
             return
         self.state.finish_epoch(dict(logs or {}), self.monitor)
-        self.save(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
-        if self.state.out_of_patience(self.patience):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.save(step)
+        if self.terminated():
+            self.stop_at(step)
+        elif self.state.out_of_patience(self.patience):
             self.model.stop_training = True
+
+    def terminated(self):
+        """Whether SIGTERM reached this worker, or (through `agree`) any worker."""
+        return self.agree(self.notice is not None and self.notice.received)
+
+    def stop_at(self, step):
+        self.preempted_at, self.model.stop_training = step, True
 
     def save(self, step):
         self.state.global_step = step

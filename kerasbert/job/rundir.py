@@ -26,6 +26,7 @@ import tempfile
 
 from kerasbert.errors import KerasbertError
 from kerasbert.files import TEMPORARY_PREFIX, check_can_create, publish_directory, read_json
+from kerasbert.progress import phase
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -214,3 +215,49 @@ def check_same_config(run_dir, config):
                             f"{config.to_dict().get(name)!r})" for name in differences)
         raise KerasbertError(f"cannot resume {run_dir}: its config differs in {details}; "
                              "resume with the original options, or start over with --overwrite")
+
+
+def choose_run_directory(config, task):
+    """The run directory of this process, checked; a non-chief worker gets a temporary one beside the chief's.
+
+    Nothing is created or removed here, so a refused run destroys nothing.
+    """
+    if task.workers > 1 and not config.output_dir:
+        raise KerasbertError("multi-worker training needs --output-dir, the same on every worker")
+    run_dir = config.output_dir
+    if not run_dir and config.resume:
+        run_dir = next(iter(interrupted_runs()), None)
+        if not run_dir:
+            raise KerasbertError("--resume: no run under runs/ has a backup to resume from (give --output-dir)")
+    if not run_dir and not config.overwrite:
+        run_dir = interrupted_run_of(config)
+    run_dir = run_dir or default_run_directory()
+    if not task.is_chief:
+        run_dir = f"{run_dir.rstrip(os.sep)}.{task.name}"
+    has_backup = os.path.isfile(os.path.join(run_dir, BACKUP_STATE))
+    restart = not has_backup and left_before_first_backup(run_dir, config)
+    if restart and not config.resume:
+        phase(f"{run_dir} was interrupted before its first backup: starting it over")
+    if config.overwrite or not (has_backup or config.resume):
+        check_run_directory(run_dir, config.overwrite or restart)
+    elif not has_backup:
+        raise KerasbertError(f"--resume: {run_dir} has no backup to resume from (the run finished, "
+                             "or never saved one)")
+    else:
+        check_same_config(run_dir, config)
+    return run_dir
+
+
+def interrupted_run_of(config):
+    """The newest interrupted run under runs/ started with the same options: the default command,
+    run again after a kill, resumes it. Interrupted runs with other options are named, and left."""
+    for run_dir in interrupted_runs():
+        recorded = recorded_config(run_dir)
+        differences = config.differences_from(recorded) if recorded is not None else ["config.json"]
+        if not differences:
+            phase(f"resuming the interrupted run {run_dir}, started with these options "
+                  "(--output-dir runs/<new> starts a separate run instead)")
+            return run_dir
+        phase(f"{run_dir} holds an interrupted run with other options ({', '.join(differences[:4])}); left as it "
+              f"is: resume it with --config {os.path.join(run_dir, CONFIG_FILE)} --output-dir {run_dir}")
+    return None

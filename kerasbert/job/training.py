@@ -24,7 +24,7 @@ import tensorflow as tf
 from kerasbert import data, distribution, evaluation, files, monitoring
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.job import plots, report, resume, rundir
+from kerasbert.job import faults, plots, report, resume, rundir
 from kerasbert.inference import inference_copy
 from kerasbert.model import TextClassifier, save_classifier
 from kerasbert.optimizers import adamw_with_warmup
@@ -62,13 +62,15 @@ class FineTuned:
     state: resume.RunState  # steps taken, best epoch, and how the run went
 
 
-def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_started=None):
+def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_started=None, notice=None, workers=1):
     """Build the classifier under the strategy, fit it (one `fit` for all epochs) with
     backups, and restore its best-validation weights.
 
     If `run_dir` holds a backup, training resumes from it: same epoch and
     step, same optimizer state. `precision` is what `choose_precision` made of
-    `config.mixed_precision` (default: for this machine).
+    `config.mixed_precision` (default: for this machine). After SIGTERM (`notice`, a
+    `TerminationNotice`) it writes a backup at the next step, on all `workers` alike, and
+    raises `Preempted`.
     """
     strategy = strategy or tf.distribute.get_strategy()
     precision = precision or choose_precision(config.mixed_precision, detect_hardware(strategy))
@@ -88,6 +90,7 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
                            jit_compile=config.jit_compile)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
         state = backup.restore(classifier) if backup.exists() and not config.overwrite else None
+    faults.check_room_to_train(classifier, run_dir)
     if state:
         phase(f"resuming from {backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "
               f"{steps_per_epoch} (global step {state.global_step})")
@@ -107,7 +110,8 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
     throughput = Throughput(config.batch_size, len(splits.train), state.train_seconds, state.trained_sequences,
                             skipped_batches=state.step_in_epoch)
     training_backup = resume.TrainingBackup(backup, state, throughput, config.backup_every_steps,
-                                            monitored_metric(splits), config.early_stopping_patience)
+                                            monitored_metric(splits), config.early_stopping_patience, notice,
+                                            distribution.any_worker(strategy) if workers > 1 else bool)
     remaining_steps = config.epochs * steps_per_epoch - state.global_step
     evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
     time_estimate = TimeEstimate(remaining_steps, config.batch_size, evaluated, run_started,
@@ -125,8 +129,11 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
             return
         train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
                                            config.length_bucketing, state.epoch, skip_batches)
-        classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch, epochs=epochs,
-                       callbacks=callbacks, verbose=keras_verbosity())
+        with faults.training(notice):
+            classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch, epochs=epochs,
+                           callbacks=callbacks, verbose=keras_verbosity())
+        if training_backup.preempted_at is not None or (notice and notice.received):
+            raise faults.Preempted("stopped by SIGTERM (a preemption notice), with a backup of the last step")
         if training_backup.diverged:
             raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
                                  "(try a lower --learning-rate, or --mixed-precision off)")
@@ -143,52 +150,6 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
     return FineTuned(classifier, history, throughput, time_estimate, strategy, state)
 
 
-def choose_run_directory(config, task):
-    """The run directory of this process, checked; a non-chief worker gets a temporary one beside the chief's.
-
-    Nothing is created or removed here, so a refused run destroys nothing.
-    """
-    if task.workers > 1 and not config.output_dir:
-        raise KerasbertError("multi-worker training needs --output-dir, the same on every worker")
-    run_dir = config.output_dir
-    if not run_dir and config.resume:
-        run_dir = next(iter(rundir.interrupted_runs()), None)
-        if not run_dir:
-            raise KerasbertError("--resume: no run under runs/ has a backup to resume from (give --output-dir)")
-    if not run_dir and not config.overwrite:
-        run_dir = interrupted_run_of(config)
-    run_dir = run_dir or rundir.default_run_directory()
-    if not task.is_chief:
-        run_dir = f"{run_dir.rstrip(os.sep)}.{task.name}"
-    has_backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).exists()
-    restart = not has_backup and rundir.left_before_first_backup(run_dir, config)
-    if restart and not config.resume:
-        phase(f"{run_dir} was interrupted before its first backup: starting it over")
-    if config.overwrite or not (has_backup or config.resume):
-        rundir.check_run_directory(run_dir, config.overwrite or restart)
-    elif not has_backup:
-        raise KerasbertError(f"--resume: {run_dir} has no backup to resume from (the run finished, "
-                             "or never saved one)")
-    else:
-        rundir.check_same_config(run_dir, config)
-    return run_dir
-
-
-def interrupted_run_of(config):
-    """The newest interrupted run under runs/ started with the same options: the default command,
-    run again after a kill, resumes it. Interrupted runs with other options are named, and left."""
-    for run_dir in rundir.interrupted_runs():
-        recorded = rundir.recorded_config(run_dir)
-        differences = config.differences_from(recorded) if recorded is not None else ["config.json"]
-        if not differences:
-            phase(f"resuming the interrupted run {run_dir}, started with these options "
-                  "(--output-dir runs/<new> starts a separate run instead)")
-            return run_dir
-        phase(f"{run_dir} holds an interrupted run with other options ({', '.join(differences[:4])}); left as it "
-              f"is: resume it with --config {os.path.join(run_dir, rundir.CONFIG_FILE)} --output-dir {run_dir}")
-    return None
-
-
 def train_and_evaluate(config):
     """Fine-tune, evaluate on the test split and save; returns what metrics.json holds.
 
@@ -199,7 +160,17 @@ def train_and_evaluate(config):
     """
     started = time.perf_counter()
     task = distribution.cluster_task()
-    strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices)
+    with faults.TerminationNotice() as notice:
+        if task.workers > 1:
+            phase(f"{task.name}: waiting up to {config.peer_timeout or 'forever'} s for the other workers of TF_CONFIG")
+        strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices,
+                                              peer_timeout=config.peer_timeout)
+        notice.listen()  # a multi-worker strategy's runtime takes SIGTERM for itself: take it back
+        return run_on(strategy, config, task, notice, started)
+
+
+def run_on(strategy, config, task, notice, started):
+    """`train_and_evaluate` once the strategy is made."""
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise KerasbertError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas "
@@ -208,7 +179,7 @@ def train_and_evaluate(config):
     precision = choose_precision(config.mixed_precision, hardware)
     phase(f"on {hardware.describe()}")
     phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
-    run_dir = choose_run_directory(config, task)
+    run_dir = rundir.choose_run_directory(config, task)
     if config.overwrite and os.path.isdir(os.path.join(run_dir, rundir.BACKUP_DIR)):
         phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
     phase(f"resolving preset {config.preset}")
@@ -217,8 +188,8 @@ def train_and_evaluate(config):
     splits = data.load_splits(**config.data_options())
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
-    with rundir.locked(run_dir):
-        tuned = fine_tune(config, splits, run_dir, strategy, precision, started)
+    with rundir.locked(run_dir), faults.ended_clearly(run_dir, task):
+        tuned = fine_tune(config, splits, run_dir, strategy, precision, started, notice, task.workers)
         if not task.is_chief:
             shutil.rmtree(run_dir, ignore_errors=True)
             phase(f"{task.name} done; the chief writes the outputs")
