@@ -5,8 +5,7 @@ and what to do (an `OutputFailure`, which the command line prints like any `Kera
 
 Example:
 
->>> import contextlib
-import errno
+>>> import errno
 >>> str(output_failure(OSError(errno.ENOSPC, "No space left on device", "runs/a/metrics.json")))
 'no space left on device while writing runs/a/metrics.json: free space there and run the same command again'
 >>> output_failure(ValueError("a bug")) is None

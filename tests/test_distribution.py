@@ -218,5 +218,5 @@ def test_the_default_command_killed_and_run_again_resumes_its_own_run(tmp_path):
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     assert f"resuming the interrupted run {os.path.join('runs', interrupted.name)}" in rerun.stdout
     assert sorted(os.listdir(runs)) == sorted([interrupted.name, "latest"]), "no second run started"
-    assert os.path.samefile(runs / "latest" / "run", interrupted)
+    assert os.path.samefile(os.path.realpath(runs / "latest" / "metrics.json"), interrupted / "metrics.json")
     assert (interrupted / "metrics.json").exists() and not (interrupted / "backup").exists()

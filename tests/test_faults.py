@@ -246,3 +246,26 @@ def test_the_lost_worker_is_named_from_the_collective_error():
     assert faults.lost_worker(RuntimeError("something else"), environ) == "lost a peer worker"
     with pytest.raises(KerasbertError):
         disk.check_free_space(os.getcwd(), 1 << 62, "an exabyte")
+
+
+def test_sigterm_to_one_worker_stops_every_worker_after_the_same_step(tmp_path):
+    ports = free_ports(2)
+    command = ["train.py", *LONGER, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
+    workers = [run(*command, env=cluster_environment(ports, index), wait=False) for index in range(2)]
+    states = [tmp_path / "run" / "backup" / "state.json", tmp_path / "run.worker-1" / "backup" / "state.json"]
+    deadline = time.monotonic() + 600
+    while not all(state.exists() for state in states):
+        assert workers[0].poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(2)
+    workers[1].send_signal(signal.SIGTERM)  # the scheduler preempts one machine
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert_one_line_error(worker.returncode, err, "stopped by SIGTERM", "the same command resumes from the "
+                                                                           "backup at step")
+    steps = [json.loads(state.read_text())["global_step"] for state in states]
+    assert steps[0] == steps[1], "both workers backed up the same step"
+    workers = [run(*command, env=cluster_environment(ports, index), wait=False) for index in range(2)]
+    for worker in workers:
+        out, err = worker.communicate(timeout=900)
+        assert worker.returncode == 0 and f"(global step {steps[0]})" in out, err[-3000:]

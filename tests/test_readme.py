@@ -164,7 +164,7 @@ def test_tensorboard_reads_the_runs(readme_project):
 
 def test_tensorboard_shows_each_run_once(readme_project):
     """As a browser sees it: TensorBoard's default loader follows links, and runs/latest is one."""
-    newest = os.path.basename(os.path.realpath(readme_project / "runs" / "latest" / "run"))
+    newest = os.path.basename(os.path.dirname(os.path.realpath(readme_project / "runs" / "latest" / "config.json")))
     server = TensorBoardServer(str(readme_project / "runs"), load_fast="auto")
     try:
         runs = server.wait_for("/data/runs", lambda names: f"{newest}/logs/test" in names)

@@ -49,13 +49,15 @@ def test_a_locked_run_directory_refuses_a_second_writer(tmp_path):
 def test_latest_is_made_only_under_the_default_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "a" / "logs" / "train").mkdir(parents=True)
-    (tmp_path / "runs" / "a" / "metrics.json").write_text("{}")
+    (tmp_path / "runs" / "a" / "config.json").write_text("{}")
     assert rundir.point_latest_at(os.path.join("runs", "a")) == os.path.abspath(os.path.join("runs", "latest"))
-    assert sorted(os.listdir(os.path.join("runs", "latest"))) == ["metrics.json", "run"]  # no logs: TensorBoard
-    assert os.path.samefile(os.path.join("runs", "latest", "run"), os.path.join("runs", "a"))
+    assert os.listdir(os.path.join("runs", "latest")) == ["config.json"]  # no logs: TensorBoard follows links
+    assert os.path.samefile(rundir.resolved(os.path.join("runs", "latest")), os.path.join("runs", "a"))
     (tmp_path / "runs" / "b").mkdir()
+    (tmp_path / "runs" / "b" / "metrics.json").write_text("{}")
+    (tmp_path / "runs" / "b" / "config.json").write_text("{}")
     rundir.point_latest_at(os.path.join("runs", "b"))  # replaced whole
-    assert os.listdir(os.path.join("runs", "latest")) == ["run"]
+    assert sorted(os.listdir(os.path.join("runs", "latest"))) == ["config.json", "metrics.json"]
     assert sorted(os.listdir("runs")) == ["a", "b", "latest"], "no staging folder left behind"
     rundir.point_latest_at(os.path.join("runs", "a"))
     (tmp_path / "elsewhere" / "b").mkdir(parents=True)

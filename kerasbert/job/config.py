@@ -128,11 +128,8 @@ class TrainConfig:
     logical_cpu_devices: int = option(
         0, "Split the CPU into this many logical devices (mirrored training without GPUs; 0: off)."
     )
-    peer_timeout: int = option(
-        600,
-        "Seconds a multi-worker run waits for a worker of TF_CONFIG that has not started, or for a "
-        "collective with a worker that stopped answering, before it ends with a message (0: forever).",
-    )
+    peer_timeout: int = option(600, "Seconds a multi-worker run waits for a worker of TF_CONFIG that has not started, "
+                               "or for one that stopped answering, before it ends with a message (0: forever).")
     backup_every_steps: int = option(
         100,
         "Back up weights, optimizer state and progress to <run>/backup every "

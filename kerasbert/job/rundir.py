@@ -14,7 +14,7 @@ A run directory holds:
     .lock                held by the process writing the run, so no second one writes into it
 
 and, for runs under the default root `runs/`, `runs/latest/` holds links to the last finished
-one's files (`runs/latest/run` to the run itself), but not to its TensorBoard logs.
+one's files, but not to its TensorBoard logs.
 """
 
 import contextlib
@@ -41,7 +41,6 @@ REPORT_FILE = "report.md"
 LOCK_FILE = ".lock"
 BACKUP_STATE = os.path.join(BACKUP_DIR, "state.json")
 RUNS_ROOT = "runs"
-LATEST_RUN_LINK = "run"  # in runs/latest/: the run itself
 # What a run directory may hold; --overwrite empties nothing else.
 RUN_ENTRIES = {CONFIG_FILE, METRICS_FILE, MODEL_FILE, LOG_DIR, os.path.dirname(BEST_WEIGHTS), BACKUP_DIR,
                CONFUSION_MATRIX_PNG, PRECISION_RECALL_PNG, TRAINING_CURVES_PNG, REPORT_FILE, LOCK_FILE}
@@ -170,8 +169,8 @@ def locked(run_dir):
 
 def point_latest_at(run_dir):
     """For a run under the default root `runs/`, make `runs/latest` a folder of links to the
-    run's files (model, metrics, config, report, pictures; replaced atomically), and to the run
-    itself (`run`). Not to its TensorBoard logs: TensorBoard follows links, and
+    run's files (model, metrics, config, report, pictures; replaced atomically), not to its
+    TensorBoard logs nor to the run folder itself: TensorBoard follows links, and
     `tensorboard --logdir runs` would show the newest run twice. Returns the folder, or None:
     kerasbert adds nothing to the parent folder of an `--output-dir` elsewhere, and never
     replaces a `latest` that it did not make."""
@@ -180,7 +179,6 @@ def point_latest_at(run_dir):
     if parent != os.path.abspath(RUNS_ROOT) or (os.path.lexists(latest) and not is_latest_folder(latest)):
         return None
     staged = tempfile.mkdtemp(prefix=".latest-", dir=parent)
-    os.symlink(os.path.join(os.pardir, name), os.path.join(staged, LATEST_RUN_LINK))
     for entry in sorted(set(contents(run_dir)) - {LOG_DIR, BACKUP_DIR}):
         os.symlink(os.path.join(os.pardir, name, entry), os.path.join(staged, entry))
     publish_directory(staged, latest, overwrite=True)
@@ -189,15 +187,16 @@ def point_latest_at(run_dir):
 
 def resolved(run_dir):
     """The run a `runs/latest` folder links to; any other path as it is."""
-    return os.path.join(run_dir, LATEST_RUN_LINK) if is_latest_folder(run_dir) else run_dir
+    return os.path.dirname(os.path.realpath(os.path.join(run_dir, CONFIG_FILE))) if is_latest_folder(run_dir) \
+        else run_dir
 
 
 def is_latest_folder(path):
-    """Whether `path` is a `runs/latest` that `point_latest_at` made (links only, `run` among them)."""
+    """Whether `path` is a `runs/latest` that `point_latest_at` made (links only, config.json among them)."""
     if not os.path.isdir(path) or os.path.islink(path):
         return False
     names = os.listdir(path)
-    return LATEST_RUN_LINK in names and all(os.path.islink(os.path.join(path, name)) for name in names)
+    return CONFIG_FILE in names and all(os.path.islink(os.path.join(path, name)) for name in names)
 
 
 def check_same_config(run_dir, config):
