@@ -22,7 +22,7 @@ from tests.conftest import ROOT, TFDS_DIR, free_ports
 TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation-split", "0.2",
         "--max-test-examples", "16", "--max-seq-length", "32", "--batch-size", "8", "--eval-batch-size", "16",
         "--mixed-precision", "off", "--backup-every-steps", "1"]
-# Long enough to be stopped in the middle: 50 steps of a few tenths of a second.
+# Long enough to be stopped in the middle: 50 steps of a tenth of a second or more, a backup every 4.
 LONGER = [*TINY[:2], "--max-train-examples", "440", "--max-seq-length", "64", "--validation-split", "0.1",
           "--max-test-examples", "16", "--batch-size", "8", "--mixed-precision", "off", "--backup-every-steps", "4"]
 
@@ -156,7 +156,7 @@ def test_sigterm_writes_a_backup_at_the_current_step_and_the_same_command_resume
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     first = json.loads(state.read_text())["global_step"]
-    time.sleep(3)  # a few steps past the first backup, before the next periodic one is certain
+    time.sleep(1.5)  # a few steps past the first backup
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
@@ -257,7 +257,7 @@ def test_sigterm_to_one_worker_stops_every_worker_after_the_same_step(tmp_path):
     while not all(state.exists() for state in states):
         assert workers[0].poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(2)
+    time.sleep(0.5)
     workers[1].send_signal(signal.SIGTERM)  # the scheduler preempts one machine
     for worker in workers:
         out, err = worker.communicate(timeout=120)
