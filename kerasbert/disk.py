@@ -14,8 +14,11 @@ True
 
 import contextlib
 import errno
+import math
 import os
 import shutil
+
+import tensorflow as tf
 
 from kerasbert.errors import KerasbertError
 
@@ -84,5 +87,6 @@ def check_free_space(path, needed, what):
 
 
 def variable_bytes(variables):
-    """The bytes that saving `variables` (Keras variables) takes, headers aside."""
-    return sum(int(variable.numpy().nbytes) for variable in variables)
+    """The bytes that saving `variables` (Keras variables) takes, headers aside; from their shapes
+    and dtypes, without copying them out of TensorFlow (it runs before every backup)."""
+    return sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size for variable in variables)

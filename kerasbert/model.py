@@ -165,7 +165,7 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         `tf.data.Dataset` of token-id dicts is fed as it is; one of strings is tokenized by
         the preprocessor, as in KerasHub. The learning-rate schedule learns its length
         (`epochs` times the batches per epoch) the first time."""
-        fed_tokens = self.preprocessor is None or is_token_dataset(x) or is_token_features(x)
+        fed_tokens = self.feeds_tokens(x)
         if self.preprocessor is not None and is_texts(x):
             x = data.training_dataset(as_labeled_texts(x, y), self.preprocessor, batch_size or 32,
                                       self.drawn_shuffle_seed(), first_epoch=initial_epoch)
@@ -194,14 +194,14 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         and returned in their order; token-id features, or a dataset of them, are fed as
         they are; a dataset of strings is tokenized by the preprocessor, as in KerasHub."""
         if self.preprocessor is not None and is_texts(x):
-            texts = as_labeled_texts(x).texts
-            order = np.argsort([len(text) for text in texts], kind="stable")
-            logits = keras.Model.predict(self, self.evaluation_batches(texts[order], batch_size=batch_size or 64),
-                                         **kwargs)
+            texts = as_labeled_texts(x)
+            order = texts.length_order()
+            batches = data.evaluation_dataset(texts.take(order), self.preprocessor, batch_size or 64)
+            logits = keras.Model.predict(self, batches, **kwargs)
             unsorted = np.empty_like(logits)
             unsorted[order] = logits
             return unsorted
-        if self.preprocessor is None or is_token_dataset(x) or is_token_features(x):
+        if self.feeds_tokens(x):
             return keras.Model.predict(self, x, batch_size=batch_size, **kwargs)
         return super().predict(x, batch_size=batch_size, **kwargs)
 
@@ -209,9 +209,13 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         """Keras' `evaluate`; raw texts with labels `y` in batches of similar length."""
         if self.preprocessor is not None and is_texts(x):
             x, y, batch_size = self.evaluation_batches(x, y, batch_size or 64), None, None
-        if self.preprocessor is None or is_token_dataset(x) or is_token_features(x):
+        if self.feeds_tokens(x):
             return keras.Model.evaluate(self, x, y, batch_size=batch_size, **kwargs)
         return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+
+    def feeds_tokens(self, x):
+        """Whether `x` goes to the model as it is: token ids, or anything when there is no preprocessor."""
+        return self.preprocessor is None or is_token_dataset(x) or is_token_features(x)
 
     def predict_probabilities(self, x, batch_size=64, verbose=0):
         """Class probabilities (float32, [count, classes]) of what `predict` takes."""

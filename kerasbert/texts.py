@@ -54,9 +54,13 @@ class LabeledTexts:
         held_out = int(round(len(self) * fraction))
         return self.take(np.sort(order[held_out:])), self.take(np.sort(order[:held_out]))
 
+    def length_order(self):
+        """The indices of the examples, shortest text first (characters predict token counts)."""
+        return np.argsort([len(text) for text in self.texts], kind="stable")
+
     def sorted_by_length(self):
-        """The same examples, shortest text first (characters predict token counts)."""
-        return self.take(np.argsort([len(text) for text in self.texts], kind="stable"))
+        """The same examples, shortest text first."""
+        return self.take(self.length_order())
 
 
 # --- Stanford aclImdb layout ----------------------------------------------
