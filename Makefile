@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 # The shared IMDB copy beside the project; any tfds data dir works.
 export TFDS_DATA_DIR ?= $(abspath ../shared/data/tensorflow_datasets)
 
-.PHONY: setup train quick test bench-hf bench-serving clean
+.PHONY: setup train adapt train-best quick test bench-hf bench-serving clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
@@ -19,6 +19,20 @@ $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
 # The main job: fine-tune and evaluate (runs/<date-time>/, linked as runs/latest), then export.
 train: setup
 	$(PYTHON) train.py $(ARGS)
+	$(PYTHON) export.py --run runs/latest
+
+# The best recipe (chosen on validation: benchmarks/sweep_recipe.md): MiniLM adapted to the
+# reviews first (`kerasbert adapt`, made once and reused), then fine-tuned on it and exported.
+ADAPTED ?= adapted/minilm-imdb
+ADAPT_ARGS ?= --max-texts 30000
+BEST_ARGS ?= --preset $(ADAPTED) --max-seq-length 512
+adapt: $(ADAPTED)/kerasbert_preset.json
+
+$(ADAPTED)/kerasbert_preset.json: | setup
+	$(VENV)/bin/kerasbert adapt --output $(ADAPTED) $(ADAPT_ARGS)
+
+train-best: adapt
+	$(PYTHON) train.py $(BEST_ARGS) $(ARGS)
 	$(PYTHON) export.py --run runs/latest
 
 quick: setup
@@ -41,4 +55,4 @@ bench-serving: setup
 	$(PYTHON) benchmarks/serving.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs adapted

@@ -43,29 +43,35 @@ class Splits:
 
 
 def load_splits(dataset="imdb_reviews", data_dir=None, train_file=None, test_file=None, validation_split=0.1,
-                max_train_examples=0, max_test_examples=0, seed=0):
+                max_train_examples=0, max_test_examples=0, seed=0, with_test=True):
     """Train, validation (carved from train with `seed`) and test data.
 
     The texts come from `train_file` and `test_file` (CSV or JSONL) when given,
     else from `dataset`: an aclImdb folder or tarball, or a prepared tfds
     dataset in `data_dir`. `max_*_examples` take seeded subsets (0: all).
+    Without `with_test` the test split is not read at all (its part is empty):
+    what chooses settings on validation must not see it.
     """
     if bool(train_file) != bool(test_file):
         raise KerasbertError("a training file and a test file go together: give both")
     if train_file:
         train, class_names = read_table(train_file)
-        test, _ = read_table(test_file, class_names)
+        test = read_table(test_file, class_names)[0] if with_test else None
     elif looks_like_path(dataset):
         train, test = read_acl_imdb(dataset)
         class_names = ACL_IMDB_CLASSES
+    elif with_test:
+        train, test, class_names = read_tfds(dataset, data_dir or None)
     else:
-        train, test, class_names = read_tfds(dataset, data_dir)
+        train, class_names = read_tfds_split(dataset, data_dir or None, "train"), tfds_class_names(dataset, data_dir)
+    if not with_test:
+        test = LabeledTexts(np.array([], dtype=object), np.array([], np.int32))
     if len(class_names) < 2:
         raise KerasbertError(f"the training data has only one class ({class_names[0]}); a classifier needs two or more")
     train = train.sample(max_train_examples, seed)
     train, validation = train.split(validation_split, seed)
     test = test.sample(max_test_examples, seed)
-    for name, part in (("training", train), ("test", test)):
+    for name, part in (("training", train), ("test", test))[:2 if with_test else 1]:
         if not len(part):
             raise KerasbertError(f"the {name} split is empty")
     return Splits(train, validation, test, list(class_names))
@@ -78,13 +84,41 @@ def looks_like_path(dataset):
 # --- tensorflow-datasets ---------------------------------------------------
 
 
-@functools.lru_cache(maxsize=2)
 def read_tfds(name, data_dir=None):
     """(train, test, class names) of a prepared tfds dataset in `data_dir` (default: tfds' own,
-    `$TFDS_DATA_DIR` if set); nothing is downloaded.
+    `$TFDS_DATA_DIR` if set); nothing is downloaded."""
+    train, test = (read_tfds_split(name, data_dir or None, split) for split in ("train", "test"))
+    return train, test, tfds_class_names(name, data_dir)
+
+
+def tfds_class_names(name, data_dir=None):
+    builder = prepared_builder(name, data_dir)
+    if builder.info.supervised_keys is None:
+        raise KerasbertError(f"{name} has no supervised (text, label) keys")
+    return builder.info.features[builder.info.supervised_keys[1]].names
+
+
+@functools.lru_cache(maxsize=4)
+def read_tfds_split(name, data_dir, split):
+    """One split of a prepared tfds dataset as `LabeledTexts` (label -1 where it has none,
+    as in imdb_reviews' `unsupervised`). The one place a tfds split is read.
 
     Cached: a sweep or a test session reads the same splits many times.
     """
+    builder = prepared_builder(name, data_dir)
+    if split not in builder.info.splits:
+        raise KerasbertError(f"{name} in {builder.data_dir} has no {split!r} split "
+                             f"(it has {', '.join(sorted(builder.info.splits))})")
+    if builder.info.supervised_keys is None:
+        raise KerasbertError(f"{name} has no supervised (text, label) keys")
+    try:
+        return labeled_texts_from(builder.as_dataset(split=split, as_supervised=True, shuffle_files=False))
+    except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
+        raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line(error)}); "
+                             "prepare it again with tfds or point `data_dir` at a good copy") from None
+
+
+def prepared_builder(name, data_dir=None):
     import tensorflow_datasets as tfds
 
     if data_dir and not os.path.isdir(data_dir):
@@ -98,21 +132,28 @@ def read_tfds(name, data_dir=None):
             f"no prepared {name} in {builder.data_dir} (data directory {data_dir or 'tfds default'}); "
             "prepare it with tfds or point `data_dir` at a copy"
         )
-    for split in ("train", "test"):
-        if split not in builder.info.splits:
-            raise KerasbertError(f"{name} in {builder.data_dir} has no {split!r} split")
-    if builder.info.supervised_keys is None:
-        raise KerasbertError(f"{name} has no supervised (text, label) keys")
-    class_names = builder.info.features[builder.info.supervised_keys[1]].names
-    try:
-        train, test = (
-            labeled_texts_from(builder.as_dataset(split=split, as_supervised=True, shuffle_files=False))
-            for split in ("train", "test")
-        )
-    except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
-        raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line(error)}); "
-                             "prepare it again with tfds or point `data_dir` at a good copy") from None
-    return train, test, class_names
+    return builder
+
+
+def load_unlabeled_texts(dataset="imdb_reviews", data_dir=None, splits=("unsupervised", "train"),
+                         validation_split=0.1, seed=0, max_texts=0):
+    """The texts to adapt a preset on: the `splits` of a prepared tfds dataset, without the
+    validation reviews that `load_splits` with the same `validation_split` and `seed` holds
+    out of train (so validation still scores reviews the model never read), and never the
+    test split. `max_texts` takes a seeded subset (0: all)."""
+    if "test" in splits:
+        raise KerasbertError("adapting on the test split would leak it into every test score; "
+                             "adapt on unlabeled and training texts")
+    parts = []
+    for split in splits:
+        texts = read_tfds_split(dataset, data_dir or None, split)
+        if split == "train":
+            texts = texts.split(validation_split, seed)[0]
+        parts.append(texts.texts)
+    texts = np.concatenate(parts) if parts else np.array([], dtype=object)
+    if not len(texts):
+        raise KerasbertError(f"no texts to adapt on in {dataset} ({', '.join(splits) or 'no splits'})")
+    return LabeledTexts(texts, np.full(len(texts), -1, np.int32)).sample(max_texts, seed)
 
 
 def labeled_texts_from(dataset):

@@ -23,8 +23,8 @@ import tensorflow as tf
 from keras_hub.src.utils.python_utils import classproperty
 
 from kerasbert import data
-from kerasbert.data import as_labeled_texts, is_texts, is_token_dataset, is_token_features
 from kerasbert.backbone import pooled_output, set_feedforward_activation
+from kerasbert.data import as_labeled_texts, is_texts, is_token_dataset, is_token_features
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.files import written_atomically
 from kerasbert.fused_layers import use_fused_layers

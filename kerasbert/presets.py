@@ -7,6 +7,8 @@ A preset is one of:
 - a KerasHub preset name such as `bert_base_en_uncased` (downloaded by
   KerasHub from Kaggle; needs network);
 - a `hf://`, `kaggle://` or `modelscope://` handle (needs network);
+- a folder written by `kerasbert adapt` (Hugging Face format, every file checked
+  against the sha256 its `kerasbert_preset.json` lists);
 - a local folder in KerasHub format (`config.json` + `model.weights.h5` +
   `tokenizer.json` ...) or Hugging Face format (`config.json` +
   `model.safetensors` + `vocab.txt` + `tokenizer_config.json`; KerasHub
@@ -52,6 +54,8 @@ PRESETS = {
 }
 DEFAULT_PRESET = "all_minilm_l6_v2_offline"
 REMOTE_SCHEMES = ("hf://", "kaggle://", "modelscope://", "gs://")
+# What `kerasbert adapt` writes into an adapted preset: its origin and the sha256 of its files.
+ADAPTED_PRESET_FILE = "kerasbert_preset.json"
 
 
 def resolve_preset(preset):
@@ -65,6 +69,8 @@ def resolve_preset(preset):
         return preset
     if os.path.isdir(preset):
         check_local_preset(preset)
+        if os.path.isfile(os.path.join(preset, ADAPTED_PRESET_FILE)):
+            verify_adapted_preset(preset)
         return preset
     if preset in known_preset_names():
         return preset
@@ -167,14 +173,32 @@ def check_safetensors(path):
                              "(truncated or damaged: download it again)")
 
 
-def verify_sha256(path, expected, install="the package"):
+def sha256_of(path):
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != expected:
-        raise KerasbertError(f"checksum mismatch for {path}: sha256 {digest.hexdigest()}, expected {expected}; "
+    return digest.hexdigest()
+
+
+def verify_sha256(path, expected, install="the package"):
+    actual = sha256_of(path)
+    if actual != expected:
+        raise KerasbertError(f"checksum mismatch for {path}: sha256 {actual}, expected {expected}; "
                              f"reinstall it ({install.replace('install', 'install --force-reinstall', 1)})")
+
+
+def verify_adapted_preset(folder):
+    """Check every file an adapted preset's `kerasbert_preset.json` lists against its sha256."""
+    try:
+        record = read_json(os.path.join(folder, ADAPTED_PRESET_FILE))
+    except (OSError, ValueError) as error:
+        raise KerasbertError(f"adapted preset {folder}: {ADAPTED_PRESET_FILE} is unreadable ({error})") from None
+    for name, expected in record.get("sha256", {}).items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path) or sha256_of(path) != expected:
+            raise KerasbertError(f"adapted preset {folder}: {name} is missing or changed since it was written "
+                                 f"(sha256 in {ADAPTED_PRESET_FILE}); adapt again with --overwrite")
 
 
 def hugging_face_strips_accents(preset):

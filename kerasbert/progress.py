@@ -121,14 +121,14 @@ class TimeEstimate(keras.callbacks.Callback):
     """
 
     def __init__(self, remaining_steps, batch_size, evaluated_sequences, run_started=None,
-                 warmup_steps=3, measured_steps=10, policy="float32"):
+                 warmup_steps=3, measured_steps=10, policy="float32", work="fine-tuning"):
         super().__init__()
         self.remaining_steps, self.batch_size, self.evaluated_sequences = remaining_steps, batch_size, evaluated_sequences
         self.evaluation_speedup = EVALUATION_SPEEDUP.get(policy, EVALUATION_SPEEDUP["float32"])
         self.run_started = time.perf_counter() if run_started is None else run_started
         # A short run is estimated from the steps it has (none, if only warm-up steps).
         self.warmup_steps, self.measured_steps = warmup_steps, max(1, min(measured_steps, remaining_steps - warmup_steps))
-        self.steps, self.started, self.estimate = 0, None, None
+        self.steps, self.started, self.estimate, self.work = 0, None, None, work
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.steps == self.warmup_steps and self.started is None:
@@ -141,7 +141,7 @@ class TimeEstimate(keras.callbacks.Callback):
             self.estimate = self.from_step_seconds(step_seconds, self.remaining_steps - self.steps)
             if sys.stdout.isatty():
                 print()  # off the progress bar's line
-            phase(describe_estimate(self.estimate))
+            phase(describe_estimate(self.estimate, self.work))
 
     def from_step_seconds(self, step_seconds, steps_left=None):
         """The estimate, in seconds, if the `steps_left` (default: all) steps take `step_seconds` each."""
@@ -154,10 +154,10 @@ class TimeEstimate(keras.callbacks.Callback):
                 "total_seconds": elapsed + train + evaluation}
 
 
-def describe_estimate(estimate):
+def describe_estimate(estimate, work="fine-tuning"):
     finish = time.strftime("%H:%M", time.localtime(time.time() + estimate["train_seconds"]
                                                     + estimate["evaluation_seconds"]))
-    return (f"estimated time on this machine: fine-tuning {minutes(estimate['train_seconds'])} more "
+    return (f"estimated time on this machine: {work} {minutes(estimate['train_seconds'])} more "
             f"({estimate['remaining_steps']} steps at {estimate['step_seconds']:.2f} s), evaluation "
             f"{minutes(estimate['evaluation_seconds'])}; whole run about {minutes(estimate['total_seconds'])}, "
             f"done about {finish}")

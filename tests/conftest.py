@@ -168,3 +168,25 @@ class TensorBoardServer:
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_preset(tmp_path_factory, preset_path):
+    """A Hugging Face BERT folder with MiniLM's vocabulary and tokenizer settings and a tiny random
+    backbone (1 layer, hidden 16): a preset that loads and trains in seconds."""
+    import keras_hub
+    from safetensors.numpy import save_file
+
+    from kerasbert.adaptation import weight_map
+
+    folder = tmp_path_factory.mktemp("tiny_hf_preset")
+    config = json.loads((pathlib.Path(preset_path) / "config.json").read_text())
+    config.update(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=128)
+    (folder / "config.json").write_text(json.dumps(config))
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        (folder / name).write_bytes((pathlib.Path(preset_path) / name).read_bytes())
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=config["vocab_size"], num_layers=1, num_heads=2,
+                                             hidden_dim=16, intermediate_dim=32, max_sequence_length=128)
+    save_file(dict(weight_map(backbone)), str(folder / "model.safetensors"), metadata={"format": "pt"})
+    return str(folder)

@@ -83,6 +83,15 @@ CASES = [
     ("report", "empty", "empty is not a kerasbert run directory"),
     ("report", "no_metrics", "no_metrics has no test metrics"),
     ("report", "broken_metrics", "broken_metrics has a corrupt JSON file"),
+    # adapt
+    ("adapt", "--splits unsupervised,test", "--splits must not include test"),
+    ("adapt", "--mask-rate 0", "--mask-rate must be in (0, 1)"),
+    ("adapt", "--max-texts -1", "--max-texts must not be negative"),
+    ("adapt", "--output adapted", "adapted holds an adapted preset already (train with --preset adapted"),
+    ("adapt", "--output notes.txt", "--output folder notes.txt exists and is not a directory"),
+    ("adapt", "--preset bert_huge_xx --output new-preset", "unknown preset 'bert_huge_xx'"),
+    ("adapt", "--preset hf_truncated --output new-preset", "bytes where its header describes"),
+    ("adapt", "--data-dir nowhere --output new-preset", "data directory nowhere does not exist"),
     # the command itself
     ("nonsense", "", "unknown command 'nonsense'"),
 ]
@@ -100,6 +109,7 @@ def workspace(tmp_path_factory, preset_folder):
     TrainConfig(epochs=2).save(str(root / "interrupted" / "config.json"))
     (root / "empty").mkdir()
     write("exports/kerasbert/1/saved_model.pb", b"version 1")
+    write("adapted/kerasbert_preset.json", "{}")
     write("notes.txt", "not a folder")
     write("broken.json", "{not json")
     write("list.json", "[1, 2]")

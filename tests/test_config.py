@@ -5,16 +5,17 @@ import sys
 
 import pytest
 
+from kerasbert.errors import KerasbertError
 from kerasbert.job import cli
 from kerasbert.job.arguments import build_argument_parser, config_from_args
-from kerasbert.job.config import TrainConfig, fields
-from kerasbert.errors import KerasbertError
+from kerasbert.job.config import TrainConfig
+from kerasbert.job.options import fields
 from tests.conftest import ROOT
 
 
 def test_help_lists_every_option_with_its_default():
     text = " ".join(build_argument_parser().format_help().split())
-    for name, field in fields().items():
+    for name, field in fields(TrainConfig).items():
         assert f"--{name.replace('_', '-')}" in text
     assert "(default: 256)" in text and "(default: all_minilm_l6_v2_offline)" in text
 

@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 from kerasbert import data
-from kerasbert.job import cli
 from kerasbert.errors import KerasbertError
+from kerasbert.job import cli
 from kerasbert.preprocessing import ReviewPreprocessor
 from kerasbert.texts import read_acl_imdb, read_table
 from tests.conftest import ACL_IMDB_TARBALL, TFDS_DIR

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from kerasbert import files
+from kerasbert.distribution import Task, cluster_task
 from kerasbert.job import cli
 from kerasbert.job.config import TrainConfig
-from kerasbert.distribution import Task, cluster_task
 from kerasbert.job.report import read_scalars
 from tests.conftest import ROOT, TFDS_DIR, free_ports
 

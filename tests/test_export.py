@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kerasbert.deploy import export, parity, tflite
-from kerasbert.job import cli
 from kerasbert.deploy.predict import load_predictor
+from kerasbert.job import cli
 from kerasbert.job.training import train_and_evaluate
 from tests.conftest import tiny_config
 

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.fused_layers import (FusedDense, FusedDropout, FusedEinsumDense, FusedMultiHeadAttention,
-                                    contracted_axes, keep_mask, use_fused_layers, uses_fused_layers)
+from kerasbert.fused_layers import (
+    FusedDense,
+    FusedDropout,
+    FusedEinsumDense,
+    FusedMultiHeadAttention,
+    contracted_axes,
+    keep_mask,
+    use_fused_layers,
+    uses_fused_layers,
+)
 from kerasbert.inference import inference_copy
 from kerasbert.model import TextClassifier, load_classifier, save_classifier
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from kerasbert import model
-from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.errors import KerasbertError
-from kerasbert.hardware import Gpu, Hardware
 from kerasbert.fused_layers import uses_fused_layers
+from kerasbert.hardware import Gpu, Hardware
 from kerasbert.model import TextClassifier, load_classifier, save_classifier
+from kerasbert.optimizers import adamw_with_warmup
 from tests.conftest import assert_same_predictions
+
 
 def test_model_saves_and_reloads_with_identical_predictions(preset_path, tmp_path):
     classifier = TextClassifier.from_preset(preset_path, num_classes=3, sequence_length=32)

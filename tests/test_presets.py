@@ -4,8 +4,8 @@ import shutil
 import pytest
 
 from kerasbert import presets
-from kerasbert.job import cli
 from kerasbert.errors import KerasbertError
+from kerasbert.job import cli
 
 
 def test_default_preset_is_the_offline_package_folder_with_pinned_weights(preset_path):

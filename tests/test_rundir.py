@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from kerasbert.job import rundir
-from kerasbert.job.config import TrainConfig
 from kerasbert.distribution import Task
 from kerasbert.errors import KerasbertError
+from kerasbert.job import rundir
+from kerasbert.job.config import TrainConfig
 from kerasbert.job.rundir import choose_run_directory
 
 SINGLE = Task()

@@ -12,10 +12,10 @@ import tensorflow as tf
 from kerasbert import data, files
 from kerasbert.job import cli, rundir
 from kerasbert.job.config import TrainConfig
-from kerasbert.model import load_classifier
 from kerasbert.job.report import read_scalars
-from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay
 from kerasbert.job.training import fine_tune, train_and_evaluate
+from kerasbert.model import load_classifier
+from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay
 from tests.conftest import ROOT, TFDS_DIR, tiny_config
 
 

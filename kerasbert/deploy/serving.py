@@ -25,8 +25,7 @@ import os
 
 import tensorflow as tf
 
-from kerasbert.data import PAD_TO_MULTIPLE_OF, trim_padding
-from kerasbert.data import TOKEN_INPUTS
+from kerasbert.data import PAD_TO_MULTIPLE_OF, TOKEN_INPUTS, trim_padding
 from kerasbert.inference import token_model, token_probabilities
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")

@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
-from kerasbert.disk import writing
 from kerasbert.data import TOKEN_INPUTS
-from kerasbert.inference import token_model, token_probabilities
+from kerasbert.disk import writing
 from kerasbert.files import publish_directory, staging_directory
+from kerasbert.inference import token_model, token_probabilities
 
 TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
 TFLITE_SETTINGS = "tokenizer.json"

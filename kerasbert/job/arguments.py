@@ -11,8 +11,9 @@ import argparse
 import json
 import sys
 
-from kerasbert.job.config import ExportConfig, TrainConfig, fields, flag
 from kerasbert.errors import KerasbertError
+from kerasbert.job.config import AdaptConfig, ExportConfig, TrainConfig
+from kerasbert.job.options import fields, flag
 
 TRAIN_DESCRIPTION = ("Fine-tune a pre-trained BERT into a text classifier, evaluate it on the test split "
                      "and save it in a run directory.")
@@ -64,7 +65,7 @@ def config_from_args(argv=None, prog="train.py"):
     parser.add_argument("--config", metavar="JSON", help="Replay a run: take every option from its config.json "
                         "(e.g. runs/latest/config.json); options given here override it.")
     values = vars(parser.parse_args(argv))
-    explicit = {name for name in fields() if _given(name, argv)}
+    explicit = {name for name in fields(TrainConfig) if _given(name, argv)}
     replayed = values.pop("config")
     if replayed:
         recorded = TrainConfig.from_dict(read_recorded_config(replayed)).to_dict()
@@ -86,6 +87,15 @@ def read_recorded_config(path):
     if not isinstance(values, dict):
         raise KerasbertError(f"--config {path} must hold one JSON object of options")
     return values
+
+
+ADAPT_DESCRIPTION = ("Continue a preset's masked-language-model training on unlabeled text of the domain (never "
+                     "the test split) and write the adapted preset, which train.py --preset takes.")
+
+
+def adapt_config_from_args(argv=None, prog="kerasbert adapt"):
+    parser = build_argument_parser(AdaptConfig, prog, ADAPT_DESCRIPTION)
+    return AdaptConfig(**vars(parser.parse_args(argv)))
 
 
 def export_config_from_args(argv=None, prog="export.py"):

@@ -11,6 +11,7 @@ USAGE = """usage: kerasbert COMMAND [options]
 
 commands:
   train     fine-tune, evaluate and save a classifier (same as train.py)
+  adapt     continue a preset's masked-LM training on unlabeled reviews; write the adapted preset
   export    SavedModel for TF Serving and TFLite models of a run (same as export.py)
   predict   label texts with a .keras, SavedModel or .tflite model
   report    print a run's config, metrics and timings; write its report.md
@@ -25,6 +26,15 @@ def train_command(argv):
     from kerasbert.job.training import train_and_evaluate  # imports TensorFlow: after --help
 
     train_and_evaluate(config)
+
+
+def adapt_command(argv):
+    from kerasbert.job.arguments import adapt_config_from_args
+
+    config = adapt_config_from_args(argv, prog="kerasbert adapt")
+    from kerasbert.job.adapting import adapt
+
+    adapt(config)
 
 
 def export_command(argv):
@@ -80,7 +90,7 @@ def report_command(argv):
     print(f"written: {os.path.join(args.run, REPORT_FILE)}")
 
 
-COMMANDS = {"train": train_command, "export": export_command, "predict": predict_command, "report": report_command}
+COMMANDS = {"train": train_command, "adapt": adapt_command, "export": export_command, "predict": predict_command, "report": report_command}
 
 
 # The library's parameters whose command-line flag has another name.
@@ -122,3 +132,7 @@ def main(argv=None):
               file=sys.stderr)
         return 2
     return run(COMMANDS[argv[0]], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

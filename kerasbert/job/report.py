@@ -15,12 +15,11 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
-from kerasbert.job import plots, rundir
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.hardware import Hardware
-from kerasbert.progress import phase
+from kerasbert.job import plots, rundir
 from kerasbert.job.rundir import REPORT_FILE, TRAINING_CURVES_PNG
-
+from kerasbert.progress import phase
 
 
 def read_scalars(folder):

@@ -29,8 +29,8 @@ import keras
 
 from kerasbert import files
 from kerasbert.disk import check_free_space, variable_bytes
-from kerasbert.job import rundir
 from kerasbert.errors import KerasbertError
+from kerasbert.job import rundir
 
 STATE_FILE = os.path.basename(rundir.BACKUP_STATE)
 WRITE_MARGIN_BYTES = 4 << 20  # an HDF5 file's headers and metadata, and a little room to spare

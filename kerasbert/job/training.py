@@ -24,8 +24,8 @@ import tensorflow as tf
 from kerasbert import data, distribution, evaluation, files, monitoring
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.job import faults, plots, report, resume, rundir
 from kerasbert.inference import inference_copy
+from kerasbert.job import faults, plots, report, resume, rundir
 from kerasbert.model import TextClassifier, save_classifier
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import resolve_preset
@@ -124,23 +124,12 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
     phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
           f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
 
-    def fit_until(epochs, skip_batches=0):
-        if state.epoch >= epochs or state.out_of_patience(config.early_stopping_patience):
-            return
-        train_data = data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
-                                           config.length_bucketing, state.epoch, skip_batches)
-        with faults.training(notice):
-            classifier.fit(train_data, validation_data=validation_data, initial_epoch=state.epoch, epochs=epochs,
-                           callbacks=callbacks, verbose=keras_verbosity())
-        if training_backup.preempted_at is not None or (notice and notice.received):
-            raise faults.Preempted("stopped by SIGTERM (a preemption notice), with a backup of the last step")
-        if training_backup.diverged:
-            raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
-                                 "(try a lower --learning-rate, or --mixed-precision off)")
+    def training_batches(first_epoch, skip_batches):
+        return data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
+                                     config.length_bucketing, first_epoch, skip_batches)
 
-    if state.step_in_epoch:  # killed mid-epoch: finish that epoch with a fit of its own
-        fit_until(state.epoch + 1, state.step_in_epoch)
-    fit_until(config.epochs)  # then one fit for all the epochs left
+    fit_resumably(classifier, training_batches, config.epochs, state, callbacks, training_backup, notice,
+                  validation_data, config.early_stopping_patience)
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     best_weights = os.path.join(run_dir, rundir.BEST_WEIGHTS)
@@ -148,6 +137,29 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
         classifier.load_weights(best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
     return FineTuned(classifier, history, throughput, time_estimate, strategy, state)
+
+
+def fit_resumably(model, batches, epochs, state, callbacks, training_backup, notice, validation_data=None,
+                  patience=0):
+    """`model.fit` until `epochs`, on from where `state` says (a fresh `RunState`, or a backup's):
+    an epoch a kill cut short is finished by a fit of its own, on `batches(epoch, skip_batches)`,
+    then one fit for all the epochs left. After SIGTERM (`notice`) it raises `Preempted`; when the
+    loss became NaN, a one-line `KerasbertError`."""
+    def fit_until(until, skip_batches=0):
+        if state.epoch >= until or state.out_of_patience(patience):
+            return
+        with faults.training(notice):
+            model.fit(batches(state.epoch, skip_batches), validation_data=validation_data, initial_epoch=state.epoch,
+                      epochs=until, callbacks=callbacks, verbose=keras_verbosity())
+        if training_backup.preempted_at is not None or (notice and notice.received):
+            raise faults.Preempted("stopped by SIGTERM (a preemption notice), with a backup of the last step")
+        if training_backup.diverged:
+            raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
+                                 "(try a lower --learning-rate, or --mixed-precision off)")
+
+    if state.step_in_epoch:
+        fit_until(state.epoch + 1, state.step_in_epoch)
+    fit_until(epochs)
 
 
 def train_and_evaluate(config):

@@ -1,0 +1,121 @@
+"""`kerasbert adapt`: a preset's masked-language-model training continued on the
+domain's unlabeled text (`kerasbert.adaptation`), run as a job like training:
+progress lines and a time estimate, TensorBoard (masked-LM loss and accuracy) in
+its run directory, a backup every N steps that the same command resumes from, and
+the adapted preset written whole at the end.
+
+    <run dir> (default runs/adapt-<name>)   config.json, logs/ (TensorBoard), backup/ (until done)
+    <output>                                the adapted preset: what train.py --preset takes
+
+Example (a minute on a 2-core CPU):
+
+>>> from kerasbert.job.config import AdaptConfig
+>>> adapt(AdaptConfig(output="/tmp/adapted-example", run_dir="/tmp/adapt-example", max_texts=64,
+...                   heldout_texts=16, max_seq_length=64, overwrite=True))
+[kerasbert ...] on ...
+'/tmp/adapted-example'
+"""
+
+import math
+import os
+import time
+
+import keras
+
+from kerasbert import data, distribution, files, monitoring
+from kerasbert.adaptation import ReviewMaskedLM
+from kerasbert.errors import KerasbertError
+from kerasbert.hardware import choose_precision, detect_hardware
+from kerasbert.job import faults, resume, rundir
+from kerasbert.job.training import fit_resumably
+from kerasbert.optimizers import adamw_with_warmup
+from kerasbert.presets import ADAPTED_PRESET_FILE, resolve_preset
+from kerasbert.progress import ProgressLines, Throughput, TimeEstimate, keras_verbosity, minutes, phase
+
+
+def adapt(config):
+    """Adapt `config.preset` on unlabeled texts and write the preset to `config.output`;
+    returns that folder. A killed run resumes from its backup when run again; a
+    finished preset is replaced only with `overwrite`."""
+    started = time.perf_counter()
+    if os.path.isfile(os.path.join(config.output, ADAPTED_PRESET_FILE)) and not config.overwrite:
+        raise KerasbertError(f"{config.output} holds an adapted preset already (train with --preset "
+                             f"{config.output}; pass --overwrite to adapt again)")
+    files.check_can_create(config.output, "--output folder")
+    with faults.TerminationNotice() as notice:
+        strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices)
+        hardware = detect_hardware(strategy)
+        precision = choose_precision(config.mixed_precision, hardware)
+        phase(f"on {hardware.describe()}")
+        phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
+        phase(f"resolving preset {config.preset}")
+        resolve_preset(config.preset)
+        phase(f"reading {config.splits} of {config.dataset}")
+        texts = data.load_unlabeled_texts(config.dataset, config.data_dir, config.split_names(),
+                                          config.validation_split, config.seed, config.max_texts)
+        texts, heldout = texts.split(config.heldout_texts / len(texts) if len(texts) > config.heldout_texts else 0,
+                                     config.seed)
+        phase(f"{len(texts)} texts to adapt on, {len(heldout)} held out")
+        run_dir = config.run_directory()
+        with rundir.locked(run_dir), faults.ended_clearly(run_dir, distribution.cluster_task()):
+            masked_lm, state = train_masked_lm(config, texts, heldout, run_dir, strategy, precision, notice,
+                                               started)
+            details = {"adapted_on": f"{config.dataset} {config.splits} ({len(texts)} texts)",
+                       "config": config.to_dict(), "steps": state.global_step,
+                       "masked_lm": state.history[-1] if state.history else {}}
+            masked_lm.save_adapted_preset(config.output, details, overwrite=True)
+            resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).delete()
+    phase(f"adapted preset written to {config.output} in {minutes(time.perf_counter() - started)}; "
+          f"train on it with: python train.py --preset {config.output}")
+    return config.output
+
+
+def train_masked_lm(config, texts, heldout, run_dir, strategy, precision, notice, started):
+    """Build the masked LM under the strategy and fit it with backups (resuming from one)."""
+    keras.utils.set_random_seed(config.seed)
+    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
+    with strategy.scope():
+        masked_lm = ReviewMaskedLM.from_preset(config.preset, sequence_length=config.max_seq_length,
+                                               precision=precision.name, mask_rate=config.mask_rate,
+                                               shuffle_seed=config.seed)
+        masked_lm.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
+                                                      config.warmup_ratio, config.weight_decay, config.clip_norm))
+        backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
+        state = backup.restore(masked_lm) if backup.exists() and not config.overwrite else None
+    faults.check_room_to_train(masked_lm, run_dir)
+    if state:
+        rundir.check_same_config(run_dir, config)
+        phase(f"resuming from {backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "
+              f"{steps_per_epoch} (global step {state.global_step})")
+    else:
+        state = resume.RunState()
+        rundir.create_run_directory(run_dir, True)
+        config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
+    phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.dirname(os.path.abspath(run_dir))}")
+
+    heldout_batches = None
+    if len(heldout):  # masked once, the same way every epoch: comparable from epoch to epoch
+        heldout_batches = masked_lm.masked_batches(heldout, config.batch_size).take(
+            math.ceil(len(heldout) / config.batch_size)).cache()
+    throughput = Throughput(config.batch_size, len(texts), state.train_seconds, state.trained_sequences,
+                            skipped_batches=state.step_in_epoch)
+    training_backup = resume.TrainingBackup(backup, state, throughput, config.backup_every_steps,
+                                            "val_accuracy" if len(heldout) else "accuracy", notice=notice)
+    time_estimate = TimeEstimate(config.epochs * steps_per_epoch - state.global_step, config.batch_size,
+                                 len(heldout) * (config.epochs - state.epoch), started, policy=precision.policy,
+                                 work="adapting")
+    callbacks = [throughput, keras.callbacks.TerminateOnNaN(),
+                 monitoring.TrainingTensorBoard(os.path.join(run_dir, rundir.LOG_DIR), config.batch_size,
+                                                config.log_every_steps),
+                 time_estimate, training_backup]
+    if keras_verbosity() == 2:
+        callbacks.insert(0, ProgressLines())
+    phase(f"adapting for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
+          f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
+
+    def masked_batches(first_epoch, skip_batches):
+        return masked_lm.masked_batches(texts, config.batch_size, first_epoch, skip_batches)
+
+    fit_resumably(masked_lm, masked_batches, config.epochs, state, callbacks, training_backup, notice,
+                  heldout_batches)
+    return masked_lm, state
