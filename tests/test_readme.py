@@ -149,7 +149,8 @@ TINY_ADAPTATION = "--max-texts 48 --heldout-texts 16 --max-seq-length 32 --batch
 
 def test_make_train_best_adapts_once_then_trains_on_the_adapted_preset(readme_project):
     venv = os.path.dirname(os.path.dirname(sys.executable))
-    make = ["make", f"VENV={venv}", "-o", f"{venv}/.installed", f"ADAPT_ARGS={TINY_ADAPTATION}"]
+    make = ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed",
+            f"ADAPT_ARGS={TINY_ADAPTATION}"]
     adapted = run([*make, "adapt"], readme_project)
     assert "adapted preset written to adapted/minilm-imdb" in adapted.stdout
     assert (readme_project / "adapted" / "minilm-imdb" / "kerasbert_preset.json").is_file()
