@@ -229,8 +229,8 @@ def hugging_face_tensors(backbone, source_weights):
     source = load_file(source_weights)
     prefix = "bert." if "bert.embeddings.word_embeddings.weight" in source else ""
     gamma, beta = (("gamma", "beta") if f"{prefix}embeddings.LayerNorm.gamma" in source else ("weight", "bias"))
-    tensors = {name: value for name, value in source.items()}
-    ported = {name: value for name, value in weight_map(backbone, gamma, beta)}
+    tensors = dict(source)
+    ported = dict(weight_map(backbone, gamma, beta))
     missing = [name for name in ported if prefix + name not in source]
     if missing:
         raise KerasbertError(f"{source_weights} has no tensor {missing[0]}: not a BERT of this architecture")

@@ -93,8 +93,6 @@ def read_tfds(name, data_dir=None):
 
 def tfds_class_names(name, data_dir=None):
     builder = prepared_builder(name, data_dir)
-    if builder.info.supervised_keys is None:
-        raise KerasbertError(f"{name} has no supervised (text, label) keys")
     return builder.info.features[builder.info.supervised_keys[1]].names
 
 
@@ -109,8 +107,6 @@ def read_tfds_split(name, data_dir, split):
     if split not in builder.info.splits:
         raise KerasbertError(f"{name} in {builder.data_dir} has no {split!r} split "
                              f"(it has {', '.join(sorted(builder.info.splits))})")
-    if builder.info.supervised_keys is None:
-        raise KerasbertError(f"{name} has no supervised (text, label) keys")
     try:
         return labeled_texts_from(builder.as_dataset(split=split, as_supervised=True, shuffle_files=False))
     except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
@@ -119,6 +115,7 @@ def read_tfds_split(name, data_dir, split):
 
 
 def prepared_builder(name, data_dir=None):
+    """The tfds builder of a prepared dataset with (text, label) supervised keys; nothing is downloaded."""
     import tensorflow_datasets as tfds
 
     if data_dir and not os.path.isdir(data_dir):
@@ -132,6 +129,8 @@ def prepared_builder(name, data_dir=None):
             f"no prepared {name} in {builder.data_dir} (data directory {data_dir or 'tfds default'}); "
             "prepare it with tfds or point `data_dir` at a copy"
         )
+    if builder.info.supervised_keys is None:
+        raise KerasbertError(f"{name} has no supervised (text, label) keys")
     return builder
 
 
