@@ -130,13 +130,14 @@ def test_the_texts_to_adapt_on_leave_out_validation_and_refuse_test():
         data.load_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("unsup",))
 
 
-def test_sigterm_during_adaptation_backs_up_and_the_same_command_resumes_to_a_preset(tmp_path):
-    """Real MiniLM, real unlabeled reviews: stopped by SIGTERM after its first backup, resumed
+def test_sigterm_during_adaptation_backs_up_and_the_same_command_resumes_to_a_preset(tiny_hf_preset, tmp_path):
+    """Real unlabeled reviews, a tiny backbone: stopped by SIGTERM after its first backup, resumed
     by the same command, with the masked-LM loss and accuracy in TensorBoard."""
     output, run_dir = tmp_path / "adapted", tmp_path / "run"
-    command = ["-m", "kerasbert.job.cli", "adapt", "--data-dir", str(TFDS_DIR), "--output", str(output),
-               "--run-dir", str(run_dir), "--max-texts", "208", "--heldout-texts", "16", "--max-seq-length", "32",
-               "--batch-size", "8", "--backup-every-steps", "4", "--mixed-precision", "off"]
+    command = ["-m", "kerasbert.job.cli", "adapt", "--preset", tiny_hf_preset, "--data-dir", str(TFDS_DIR),
+               "--splits", "unsupervised", "--output", str(output), "--run-dir", str(run_dir), "--max-texts", "1600",
+               "--heldout-texts", "16", "--max-seq-length", "32", "--batch-size", "8", "--backup-every-steps", "20",
+               "--mixed-precision", "off"]
     process = run(*command, wait=False)
     state = run_dir / "backup" / "state.json"
     deadline = time.monotonic() + 300
@@ -146,12 +147,12 @@ def test_sigterm_during_adaptation_backs_up_and_the_same_command_resumes_to_a_pr
     out, err = process.communicate(timeout=120)
     assert_one_line_error(process.returncode, err, "stopped by SIGTERM", "the same command resumes from the backup")
     stopped = json.loads(state.read_text())["global_step"]
-    assert 4 <= stopped < 24 and not output.exists()
+    assert 20 <= stopped < 198 and not output.exists()
 
     returncode, out, err = run(*command)
     assert returncode == 0 and f"(global step {stopped})" in out, err[-3000:]
     assert (output / ADAPTED_PRESET_FILE).is_file() and not (run_dir / "backup").exists()
-    assert json.loads((output / ADAPTED_PRESET_FILE).read_text())["steps"] == 24
+    assert json.loads((output / ADAPTED_PRESET_FILE).read_text())["steps"] == 198
     tags = {tag for path in pathlib.Path(run_dir, "logs").rglob("events.out.tfevents.*") for tag in event_tags(path)}
     assert {"epoch_loss", "epoch_accuracy", "batch_loss", "batch_accuracy"} <= tags, tags
 

@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ROOT, SHARED_DATA
 
-SOURCES = {path.stem: path.read_text() for path in sorted((ROOT / "kerasbert").glob("*.py"))}
+SOURCES = {".".join(path.relative_to(ROOT / "kerasbert").with_suffix("").parts): path.read_text()
+           for path in sorted((ROOT / "kerasbert").rglob("*.py"))}
 WITH_EXAMPLES = [name for name, text in SOURCES.items() if ">>>" in text]
 # Examples that read the real reviews or weights belong to the slow tier.
 HEAVY = ("../shared", "resolve_preset")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kerasbert.evaluation import classification_metrics, roc_auc
+from kerasbert.evaluation import accuracy_by_length, classification_metrics, roc_auc
 
 
 def test_binary_metrics_by_hand():
@@ -33,3 +33,12 @@ def test_multiclass_metrics_are_macro_averages():
     assert metrics["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert metrics["recall"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert metrics["precision"] == pytest.approx((1 + 0.5 + 1) / 3)
+
+
+def test_accuracy_by_length_bins_texts_by_their_words():
+    texts = ["one two", "a b c d e", "x " * 150, "y " * 450, "z " * 450]
+    probabilities = np.eye(2)[[1, 1, 0, 1, 0]]
+    bins = accuracy_by_length(texts, [1, 0, 0, 1, 1], probabilities)
+    assert bins == [{"words": "0-99", "examples": 2, "accuracy": 0.5},
+                    {"words": "100-199", "examples": 1, "accuracy": 1.0},
+                    {"words": "400+", "examples": 2, "accuracy": 0.5}]  # 200-399 is empty: left out

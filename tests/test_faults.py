@@ -95,6 +95,21 @@ def test_training_that_cannot_fit_is_refused_before_the_first_step_then_goes_on(
     assert returncode == 0, err[-3000:]
 
 
+def test_an_adaptation_that_cannot_fit_is_refused_before_the_first_step(tmp_path, small_filesystem, tiny_hf_preset,
+                                                                       capsys):
+    small = small_filesystem(40)
+    adapt = ["adapt", "--preset", tiny_hf_preset, "--data-dir", str(TFDS_DIR), "--splits", "train", "--max-texts",
+             "48", "--heldout-texts", "16", "--max-seq-length", "32", "--batch-size", "8", "--mixed-precision", "off"]
+    assert cli.main([*adapt, "--run-dir", str(small / "run"), "--output", str(small / "adapted")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: adapting (") and "in backups, and the adapted preset) needs about" in last, last
+    # The backups have room, the preset's folder (another file system) has not.
+    assert cli.main([*adapt, "--run-dir", str(tmp_path / "run"), "--output", str(small / "adapted")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: the adapted preset (") and f"in {small}, which has" in last, last
+    assert not (small / "adapted").exists() and not (tmp_path / "run" / "backup").exists()
+
+
 def test_a_disk_filled_during_training_ends_in_one_line_and_the_same_command_resumes(tmp_path, small_filesystem):
     room = small_filesystem(1400)
     command = ["train.py", *TINY, "--backup-every-steps", "2", "--output-dir", str(room / "run")]

@@ -108,6 +108,9 @@ def test_report_writes_markdown_with_valid_pictures(finished_run, capsys):
     printed = capsys.readouterr().out
     assert f"| accuracy | {metrics['test']['accuracy']:.4f} |" in printed
     assert "`--learning-rate`" in printed and "fine-tuning" in printed
+    by_length = metrics["test"]["by_length"]
+    assert sum(row["examples"] for row in by_length) == metrics["examples"]["test"]
+    assert f"| {by_length[0]['words']} | {by_length[0]['examples']:,} | {by_length[0]['accuracy']:.4f} |" in printed
     with open(os.path.join(run, REPORT_FILE)) as report:
         text = report.read()
     for name in (TRAINING_CURVES_PNG, rundir.CONFUSION_MATRIX_PNG, rundir.PRECISION_RECALL_PNG):

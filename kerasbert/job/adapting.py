@@ -10,8 +10,9 @@ the adapted preset written whole at the end.
 Example (a minute on a 2-core CPU):
 
 >>> from kerasbert.job.config import AdaptConfig
->>> adapt(AdaptConfig(output="/tmp/adapted-example", run_dir="/tmp/adapt-example", max_texts=64,
-...                   heldout_texts=16, max_seq_length=64, overwrite=True))
+>>> adapt(AdaptConfig(data_dir="../shared/data/tensorflow_datasets", output="/tmp/adapted-example",
+...                   run_dir="/tmp/adapt-example", max_texts=64, heldout_texts=16, max_seq_length=64,
+...                   overwrite=True))
 [kerasbert ...] on ...
 '/tmp/adapted-example'
 """
@@ -82,7 +83,7 @@ def train_masked_lm(config, texts, heldout, run_dir, strategy, precision, notice
                                                       config.warmup_ratio, config.weight_decay, config.clip_norm))
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
         state = backup.restore(masked_lm) if backup.exists() and not config.overwrite else None
-    faults.check_room_to_train(masked_lm, run_dir)
+    faults.check_room_to_adapt(masked_lm, run_dir, config.output)
     if state:
         rundir.check_same_config(run_dir, config)
         phase(f"resuming from {backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "

@@ -2,8 +2,9 @@
 how to go on, and what it had published stays whole.
 
 - A full (or over-quota, read-only) file system: refused before the first step when the
-  run's files cannot fit (`check_room_to_train`), and, when space runs out anyway, the write
-  that failed is named (`kerasbert.disk`) with the step the same command resumes from.
+  run's files cannot fit (`check_room_to_train`, `check_room_to_adapt`), and, when space runs
+  out anyway, the write that failed is named (`kerasbert.disk`) with the step the same command
+  resumes from.
 - A lost worker: a collective that fails because a peer died, was preempted or cannot be
   reached ends every survivor with the peer's name and how to resume (`lost_worker`).
 - SIGTERM, the notice cloud VMs and schedulers send before they take a machine away
@@ -21,7 +22,14 @@ import threading
 
 import tensorflow as tf
 
-from kerasbert.disk import SPARE_BYTES, OutputFailure, check_free_space, mebibytes, variable_bytes
+from kerasbert.disk import (
+    SPARE_BYTES,
+    OutputFailure,
+    check_free_space,
+    existing_folder,
+    mebibytes,
+    variable_bytes,
+)
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.job import rundir
 from kerasbert.job.resume import Backup
@@ -30,6 +38,7 @@ from kerasbert.job.resume import Backup
 # and the one it replaces (weights and Adam's two moments each), the best weights, and at the
 # end model.keras (weights, moments) beside the last backup.
 WEIGHT_COPIES_ON_DISK = 7
+BACKUP_COPIES_ON_DISK = 6  # an adaptation's: the two backups alone
 
 
 class Preempted(KerasbertError):
@@ -40,12 +49,28 @@ def check_room_to_train(classifier, run_dir):
     """Refuse a run whose backups, best weights and model cannot fit where it writes, before
     its first step (what the run directory holds already will be replaced, so it counts as free)."""
     model_bytes = variable_bytes(classifier.weights)
-    held = sum(os.path.getsize(os.path.join(root, name))
-               for folder in (rundir.BACKUP_DIR, os.path.dirname(rundir.BEST_WEIGHTS))
-               for root, _, names in os.walk(os.path.join(run_dir, folder)) for name in names)
-    needed = WEIGHT_COPIES_ON_DISK * model_bytes + SPARE_BYTES - held
+    needed = (WEIGHT_COPIES_ON_DISK * model_bytes + SPARE_BYTES
+              - bytes_held(run_dir, rundir.BACKUP_DIR, os.path.dirname(rundir.BEST_WEIGHTS)))
     check_free_space(run_dir, needed, f"training ({mebibytes(model_bytes)} of weights, kept {WEIGHT_COPIES_ON_DISK} "
                                       "times over in backups, best weights and model.keras)")
+
+
+def check_room_to_adapt(masked_lm, run_dir, output):
+    """Refuse an adaptation whose backups or adapted preset cannot fit, before its first step."""
+    model_bytes, preset_bytes = variable_bytes(masked_lm.weights), variable_bytes(masked_lm.backbone.weights)
+    needed = BACKUP_COPIES_ON_DISK * model_bytes + SPARE_BYTES - bytes_held(run_dir, rundir.BACKUP_DIR)
+    what = f"adapting ({mebibytes(model_bytes)} of weights, kept {BACKUP_COPIES_ON_DISK} times over in backups"
+    if os.stat(existing_folder(run_dir)).st_dev == os.stat(existing_folder(output)).st_dev:
+        check_free_space(run_dir, needed + preset_bytes, f"{what}, and the adapted preset)")
+        return
+    check_free_space(run_dir, needed, f"{what})")
+    check_free_space(output, preset_bytes + SPARE_BYTES, f"the adapted preset ({mebibytes(preset_bytes)})")
+
+
+def bytes_held(run_dir, *folders):
+    """What the run directory's `folders` hold already: replaced as the run goes, so free for it."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for folder in folders for root, _, names in os.walk(os.path.join(run_dir, folder)) for name in names)
 
 
 def resume_hint(run_dir):

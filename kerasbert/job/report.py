@@ -53,7 +53,8 @@ def read_scalars(folder):
 def scalar_of(value):
     if value.HasField("simple_value"):
         return float(value.simple_value)
-    if value.HasField("tensor") and not value.tensor.tensor_shape.dim and value.tensor.dtype != tf.string.as_datatype_enum:
+    tensor = value.tensor
+    if value.HasField("tensor") and not tensor.tensor_shape.dim and tensor.dtype != tf.string.as_datatype_enum:
         return float(tf.make_ndarray(value.tensor))
     return None
 
@@ -111,7 +112,7 @@ def write_report(run_dir):
 
 
 def machine_lines(metrics):
-    """Where the run ran, its compute precision and its time estimate (runs from before these were recorded have none)."""
+    """Where the run ran, its compute precision and its time estimate (older runs have none)."""
     lines = []
     if "hardware" in metrics:
         lines.append(f"Machine: {Hardware.from_dict(metrics['hardware']).describe()}.")
@@ -138,6 +139,9 @@ def report_markdown(run_dir, config, metrics):
     for name, values in test["per_class"].items():
         lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} | "
                      f"{values['support']} |")
+    if test.get("by_length"):  # runs before 2026-12-02 did not record it
+        lines += ["", "Test accuracy by review length:", "", "| words | reviews | accuracy |", "|---|---|---|"]
+        lines += [f"| {row['words']} | {row['examples']:,} | {row['accuracy']:.4f} |" for row in test["by_length"]]
     lines += ["", "## Timings", "", "| phase | seconds | sequences/s |", "|---|---|---|",
               f"| fine-tuning | {timing['train_seconds']:.1f} | {timing['train_sequences_per_second']:.2f} |",
               f"| test evaluation | {timing['eval_seconds']:.1f} | {timing['eval_sequences_per_second']:.2f} |",
@@ -145,8 +149,9 @@ def report_markdown(run_dir, config, metrics):
               f"Peak memory {metrics['peak_rss_mib']:.0f} MiB; {metrics.get('replicas', 1)} replica(s).", ""]
     lines += machine_lines(metrics)
     lines += ["## Pictures", ""]
-    for title, name in (("Training curves", TRAINING_CURVES_PNG), ("Test confusion matrix", rundir.CONFUSION_MATRIX_PNG),
-                        ("Test precision-recall", rundir.PRECISION_RECALL_PNG)):
+    pictures = (("Training curves", TRAINING_CURVES_PNG), ("Test confusion matrix", rundir.CONFUSION_MATRIX_PNG),
+                ("Test precision-recall", rundir.PRECISION_RECALL_PNG))
+    for title, name in pictures:
         if os.path.isfile(os.path.join(run_dir, name)):
             lines += [f"![{title}]({name})", ""]
     lines += ["## Config", "", "| option | value |", "|---|---|"]

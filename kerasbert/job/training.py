@@ -5,10 +5,11 @@ Example (two minutes on a 2-core CPU):
 
 >>> from kerasbert.job.config import TrainConfig
 >>> metrics = train_and_evaluate(TrainConfig(quick=True, output_dir="runs/smoke",
-...                                          data_dir="../shared/data/tensorflow_datasets", **TrainConfig.QUICK_PROFILE))
+...                                          data_dir="../shared/data/tensorflow_datasets",
+...                                          **TrainConfig.QUICK_PROFILE))
 [kerasbert ...] on ...
 >>> sorted(metrics["test"])[:3]
-['accuracy', 'confusion_matrix', 'examples']
+['accuracy', 'by_length', 'confusion_matrix']
 """
 
 import dataclasses
@@ -220,6 +221,7 @@ def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision,
     evaluated = inference_copy(classifier) if task.workers > 1 else classifier
     probabilities, eval_seconds = evaluation.predict_probabilities(evaluated, test_data)
     test_metrics = evaluation.classification_metrics(test.labels, probabilities, splits.class_names)
+    test_metrics["by_length"] = evaluation.accuracy_by_length(test.texts, test.labels, probabilities)
     images = {"confusion_matrix": os.path.join(run_dir, rundir.CONFUSION_MATRIX_PNG),
               "precision_recall": os.path.join(run_dir, rundir.PRECISION_RECALL_PNG)}
     plots.save_confusion_matrix(test_metrics["confusion_matrix"], splits.class_names, images["confusion_matrix"])
