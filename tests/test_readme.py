@@ -144,7 +144,7 @@ def test_make_train_trains_evaluates_and_exports(readme_project):
     assert (readme_project / "saved_models" / "kerasbert" / "tflite" / "1" / "dynamic-int8.tflite").is_file()
 
 
-TINY_ADAPTATION = "--max-texts 48 --heldout-texts 16 --max-seq-length 32 --batch-size 8"
+TINY_ADAPTATION = "--splits train --max-texts 48 --heldout-texts 16 --max-seq-length 32 --batch-size 8"
 
 
 def test_make_train_best_adapts_once_then_trains_on_the_adapted_preset(readme_project):
