@@ -102,9 +102,15 @@ def test_commands_covered_elsewhere_name_tests_that_exist():
             assert re.search(rf"^def {name}\(", (ROOT / path).read_text(), re.M), where
 
 
+# What a parent `make test ARGS=...` passes down to any make below it; a user's shell has none of it.
+PARENT_MAKE = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS")
+
+
 def run(command, cwd, check=True):
+    """`command` in `cwd` as from a user's shell (whatever runs the suite)."""
+    env = {name: value for name, value in os.environ.items() if name not in PARENT_MAKE}
     completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900,
-                               env={**os.environ, "TFDS_DATA_DIR": str(TFDS_DIR)})
+                               env={**env, "TFDS_DATA_DIR": str(TFDS_DIR)})
     if check:
         assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-3000:]
     return completed
@@ -149,7 +155,7 @@ TINY_ADAPTATION = "--splits train --max-texts 48 --heldout-texts 16 --max-seq-le
 
 def test_make_train_best_adapts_once_then_trains_on_the_adapted_preset(readme_project):
     venv = os.path.dirname(os.path.dirname(sys.executable))
-    make = ["make", "--no-print-directory", f"VENV={venv}", "-o", f"{venv}/.installed",
+    make = ["make", f"VENV={venv}", "-o", f"{venv}/.installed",
             f"ADAPT_ARGS={TINY_ADAPTATION}"]
     adapted = run([*make, "adapt"], readme_project)
     assert "adapted preset written to adapted/minilm-imdb" in adapted.stdout
