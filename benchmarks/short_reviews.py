@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--max-words", type=int, default=200)
     parser.add_argument("--results", default="benchmarks/short_reviews.md")
     args = parser.parse_args()
-    test = data.load_splits(data_dir=args.data_dir, max_train_examples=1).test
+    test = data.read_tfds_split("imdb_reviews", args.data_dir or None, "test")
     short = test.take([index for index, text in enumerate(test.texts) if len(text.split()) < args.max_words])
     edges = (*(edge for edge in evaluation.LENGTH_BINS if edge < args.max_words), args.max_words)
     lines = [results_heading(), f"{len(short):,} of the {len(test):,} test reviews have under {args.max_words} words.",

@@ -55,7 +55,7 @@ def scalar_of(value):
         return float(value.simple_value)
     tensor = value.tensor
     if value.HasField("tensor") and not tensor.tensor_shape.dim and tensor.dtype != tf.string.as_datatype_enum:
-        return float(tf.make_ndarray(value.tensor))
+        return float(tf.make_ndarray(tensor))
     return None
 
 
