@@ -5,7 +5,7 @@
 
 import sys
 
-from kerasbert.job.cli import main
+from kerasbert.job.cli import exit_process
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    exit_process(["train", *sys.argv[1:]])

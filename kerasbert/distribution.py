@@ -105,9 +105,12 @@ def split_cpu(devices):
 def any_worker(strategy):
     """`agreed(flag)`: whether `flag` is true on any worker of `strategy`'s cluster, the same answer on
     every worker. A collective: every worker calls it at the same point of its program."""
+    @tf.function  # run eagerly, every call costs more and TensorFlow warns about it
+    def votes_for(vote):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(vote)), axis=None)
+
     def agreed(flag):
-        votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
-        return bool(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None) > 0)
+        return bool(votes_for(tf.constant(1.0 if flag else 0.0)) > 0)
 
     return agreed
 

@@ -67,6 +67,18 @@ def test_unknown_command(capsys):
     assert "unknown command 'fly'" in capsys.readouterr().err
 
 
+def test_the_error_line_stays_last_when_the_runtime_writes_on_the_way_out():
+    # The runtime's own teardown (here an atexit write to file descriptor 2, as gRPC's threads write
+    # when a multi-worker peer has left) comes after the error line unless the process shuts stderr.
+    script = ("import atexit, os; from kerasbert.job import cli; "
+              "atexit.register(lambda: os.write(2, b'E0000 peer left: Connection refused\\n')); "
+              "cli.exit_process(['fly'])")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: unknown command 'fly'"), result.stderr
+    assert "Connection refused" not in result.stderr
+
+
 def test_a_recorded_config_replays_with_explicit_options_winning(tmp_path, capsys):
     recorded = TrainConfig(epochs=3, learning_rate=3e-5, truncation="tail", output_dir="runs/old", overwrite=True)
     recorded.save(str(tmp_path / "config.json"))

@@ -134,5 +134,17 @@ def main(argv=None):
     return run(COMMANDS[argv[0]], argv[1:])
 
 
+def exit_process(argv=None):
+    """Run the command as this whole process (`kerasbert`, train.py, export.py) and leave with its
+    exit status. After an `error: ...` line, nothing else reaches stderr: on its way out TensorFlow's
+    runtime still writes (a multi-worker run's gRPC threads report the peers that left first), and the
+    error is to stay the last line. `main` leaves stderr alone, for callers that go on."""
+    status = main(argv)
+    if status == 2:
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process()
