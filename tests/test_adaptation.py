@@ -131,11 +131,12 @@ def test_the_texts_to_adapt_on_leave_out_validation_and_refuse_test():
 
 
 def test_sigterm_during_adaptation_backs_up_and_the_same_command_resumes_to_a_preset(tiny_hf_preset, tmp_path):
-    """Real unlabeled reviews, a tiny backbone: stopped by SIGTERM after its first backup, resumed
-    by the same command, with the masked-LM loss and accuracy in TensorBoard."""
+    """Real reviews (train's, read as unlabeled text: half as many to read as the unsupervised
+    split), a tiny backbone: stopped by SIGTERM after its first backup, resumed by the same command,
+    with the masked-LM loss and accuracy in TensorBoard."""
     output, run_dir = tmp_path / "adapted", tmp_path / "run"
     command = ["-m", "kerasbert.job.cli", "adapt", "--preset", tiny_hf_preset, "--data-dir", str(TFDS_DIR),
-               "--splits", "unsupervised", "--output", str(output), "--run-dir", str(run_dir), "--max-texts", "1600",
+               "--splits", "train", "--output", str(output), "--run-dir", str(run_dir), "--max-texts", "1600",
                "--heldout-texts", "16", "--max-seq-length", "32", "--batch-size", "8", "--backup-every-steps", "20",
                "--mixed-precision", "off"]
     process = run(*command, wait=False)
