@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--results", default="benchmarks/short_reviews.md")
     args = parser.parse_args()
     test = data.read_tfds_split("imdb_reviews", args.data_dir or None, "test")
-    short = test.take([index for index, text in enumerate(test.texts) if len(text.split()) < args.max_words])
+    short = test.take([index for index, text in enumerate(test.texts) if evaluation.words_in(text) < args.max_words])
     edges = (*(edge for edge in evaluation.LENGTH_BINS if edge < args.max_words), args.max_words)
     lines = [results_heading(), f"{len(short):,} of the {len(test):,} test reviews have under {args.max_words} words.",
              "", "| run | preset | tokens | words | reviews | accuracy |", "|---|---|---|---|---|---|"]

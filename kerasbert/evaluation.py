@@ -60,9 +60,14 @@ def classification_metrics(labels, probabilities, class_names):
 LENGTH_BINS = (100, 200, 400)
 
 
+def words_in(text):
+    """A text's length in words, as `accuracy_by_length` bins it."""
+    return len(text.split())
+
+
 def accuracy_by_length(texts, labels, probabilities, edges=LENGTH_BINS):
     """Accuracy within bins of text length in words (empty bins left out)."""
-    words = np.array([len(text.split()) for text in texts])
+    words = np.array([words_in(text) for text in texts])
     correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)
     bins = []
     for low, high in zip((0, *edges), (*edges, None)):
