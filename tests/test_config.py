@@ -108,6 +108,7 @@ def test_configs_check_themselves_and_options_are_not_abbreviated():
     (["--warmup-ratio=-inf"], "--warmup-ratio must be a finite number"),
     (["--seed", "-1"], "--seed must be in [0, 2**31), got -1"),
     (["--seed", str(2**31)], "--seed must be in [0, 2**31)"),
+    (["--layer-decay", "0"], "--layer-decay must be in (0, 1], got 0.0"),
 ])
 def test_options_that_make_no_sense_are_refused_with_one_line(arguments, message, capsys):
     assert cli.main(["train", *arguments]) == 2

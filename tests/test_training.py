@@ -110,6 +110,19 @@ def test_gradient_norm_is_the_global_norm_before_clipping():
     assert float(optimizer.gradient_norm.numpy()) == pytest.approx(5.0)
 
 
+def test_layer_decay_shrinks_the_step_layer_by_layer_towards_the_embeddings():
+    # Adam's first step is the learning rate times the gradient's sign, whatever the gradient's size.
+    variables = []
+    for scope in ("token_embedding", "transformer_layer_0", "transformer_layer_1", "logits"):
+        with keras.name_scope(scope):
+            variables.append(keras.Variable(np.zeros((3,), "float32"), name="kernel"))
+    optimizer = GradientNormAdamW(learning_rate=0.1, weight_decay=0.0, layer_decay=0.5)
+    optimizer.apply([np.array([1.0, -2.0, 30.0], "float32")] * 4, variables)
+    steps = [float(-variable.numpy()[0]) for variable in variables]
+    np.testing.assert_allclose(steps, [0.0125, 0.025, 0.05, 0.1], rtol=1e-3)
+    assert keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)).layer_decay == 0.5
+
+
 @pytest.mark.parametrize("traced", [False, True])
 def test_fused_adam_update_matches_keras_adamw(traced):
     # Schedule, clipping, decay with exclusions: only the Adam update itself differs in code.

@@ -85,6 +85,11 @@ class TrainConfig(Options):
     batch_size: int = option(16, "Global training batch size (split over replicas).")
     eval_batch_size: int = option(64, "Global batch size for validation and test.")
     learning_rate: float = option(5e-5, "Peak learning rate of AdamW.")
+    layer_decay: float = option(
+        1.0, "Layer-wise learning rates: each transformer layer below the top one learns at this "
+        "factor times the rate of the layer above, the embeddings at this factor times the "
+        "first layer's (1: one rate for all; Sun et al. 2019)."
+    )
     weight_decay: float = weight_decay_option()
     warmup_ratio: float = warmup_ratio_option()
     clip_norm: float = clip_norm_option()
@@ -155,6 +160,8 @@ class TrainConfig(Options):
                      fractions=("validation_split", "warmup_ratio", "dropout"))
         if not (self.backbone_dropout == -1.0 or 0.0 <= self.backbone_dropout < 1.0):
             raise KerasbertError(f"--backbone-dropout must be -1 or in [0, 1), got {self.backbone_dropout}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise KerasbertError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if self.profile_steps:
             self.profile_range()
         if bool(self.train_file) != bool(self.test_file):

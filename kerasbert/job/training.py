@@ -86,7 +86,8 @@ def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_starte
         # The whole run's length, fixed: a resumed run fits its epochs in parts. Keras wraps the
         # optimizer for loss scaling itself when the model computes in float16.
         classifier.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
-                                                       config.warmup_ratio, config.weight_decay, config.clip_norm),
+                                                       config.warmup_ratio, config.weight_decay, config.clip_norm,
+                                                       layer_decay=config.layer_decay),
                            jit_compile=config.jit_compile)
         backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
         state = backup.restore(classifier) if backup.exists() and not config.overwrite else None
