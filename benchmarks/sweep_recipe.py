@@ -42,6 +42,7 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from machine import append_results, results_heading
 
+    from kerasbert.errors import KerasbertError
     from kerasbert.job.arguments import config_from_args
     from kerasbert.job.sweep import validation_run
 
@@ -55,9 +56,12 @@ def main():
     scores = {}
     for seed in [int(seed) for seed in args.seeds.split(",")]:
         for name, options in args.variant:
-            config = config_from_args([*common, *options, "--seed", str(seed)])
-            row = validation_run(config, os.path.join(work, f"{name}-{seed}"), args.train_examples,
-                                 args.validation_examples)
+            try:
+                config = config_from_args([*common, *options, "--seed", str(seed)])
+                row = validation_run(config, os.path.join(work, f"{name}-{seed}"), args.train_examples,
+                                     args.validation_examples)
+            except KerasbertError as error:  # bad data or options: one line, as train.py says it
+                parser.error(str(error))
             scores.setdefault(name, []).append(row["val_accuracy"][-1])
             by_epoch = ", ".join(f"{value:.4f}" for value in row["val_accuracy"])
             append_results(args.results, [f"| {name} | `{shlex.join(options) or '(defaults)'}` | {seed} | {by_epoch} | "
