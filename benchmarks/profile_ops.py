@@ -124,7 +124,8 @@ def kind_of(op_type):
 
 def append_results(args, phases, worker):
     lines = [results_heading(),
-             f"kerasbert defaults (--mixed-precision {args.mixed_precision}: {worker.classifier.dtype_policy.name}, length bucketing), length {args.length}; training: "
+             f"kerasbert defaults (--mixed-precision {args.mixed_precision}: {worker.classifier.dtype_policy.name}, "
+             f"length bucketing), length {args.length}; training: "
              f"{args.train_steps} steps of batch 16 after {WARMUP_STEPS} warm-up steps; inference: "
              f"{args.inference_examples} reviews in batches of 64. Op seconds are summed over TensorFlow's "
              "executor threads, so they can exceed the wall time when ops run side by side.\n"]
