@@ -21,19 +21,20 @@ train: setup
 	$(PYTHON) train.py $(ARGS)
 	$(PYTHON) export.py --run runs/latest
 
-# The best recipe (chosen on validation: benchmarks/sweep_recipe.md): MiniLM adapted to the
-# reviews first (`kerasbert adapt`, made once and reused), then fine-tuned on it and exported.
+# The best recipe (chosen on validation: benchmarks/sweep_recipe.md, benchmarks/best_recipe.md):
+# 512 tokens head+tail, two epochs, no dropout inside the backbone.
+BEST_ARGS ?= --max-seq-length 512 --epochs 2 --backbone-dropout 0
+train-best: setup
+	$(PYTHON) train.py $(BEST_ARGS) $(ARGS)
+	$(PYTHON) export.py --run runs/latest
+
+# MiniLM adapted to the reviews (`kerasbert adapt`), made once and reused: `--preset adapted/minilm-imdb`.
 ADAPTED ?= adapted/minilm-imdb
 ADAPT_ARGS ?= --max-texts 30000
-BEST_ARGS ?= --preset $(ADAPTED) --max-seq-length 512
 adapt: $(ADAPTED)/kerasbert_preset.json
 
 $(ADAPTED)/kerasbert_preset.json: | setup
 	$(VENV)/bin/kerasbert adapt --output $(ADAPTED) $(ADAPT_ARGS)
-
-train-best: adapt
-	$(PYTHON) train.py $(BEST_ARGS) $(ARGS)
-	$(PYTHON) export.py --run runs/latest
 
 quick: setup
 	$(PYTHON) train.py --quick $(ARGS)

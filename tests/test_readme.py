@@ -31,7 +31,7 @@ COVERAGE = {
         "tests/test_examples.py::test_fit_imdb_example_trains_two_epochs_saves_reloads_and_exports",
     "TFDS_DATA_DIR=../shared/data/tensorflow_datasets .venv/bin/python examples/fit_imdb_mirrored.py 2000 "
     "runs/mirrored": "tests/test_examples.py::test_mirrored_example_trains_on_two_replicas",
-    "make train-best": "here (the adaptation reduced, made once and reused; the rest as make -n prints it)",
+    "make train-best": "here (as make -n prints it, then its options on a tiny run)",
     "kerasbert adapt --output adapted/minilm-imdb --max-texts 30000":
         "tests/test_adaptation.py::test_sigterm_during_adaptation_backs_up_and_the_same_command_resumes_to_a_preset",
     "python train.py --preset adapted/minilm-imdb --max-seq-length 512": "here (reduced)",
@@ -153,19 +153,23 @@ def test_make_train_trains_evaluates_and_exports(readme_project):
 TINY_ADAPTATION = "--splits train --max-texts 48 --heldout-texts 16 --max-seq-length 32 --batch-size 8"
 
 
-def test_make_train_best_adapts_once_then_trains_on_the_adapted_preset(readme_project):
+def test_make_train_best_runs_the_recipe_and_make_adapt_writes_a_preset_train_py_loads(readme_project):
     venv = os.path.dirname(os.path.dirname(sys.executable))
     make = ["make", f"VENV={venv}", "-o", f"{venv}/.installed",
             f"ADAPT_ARGS={TINY_ADAPTATION}"]
+    planned = run([*make, "-n", "train-best"], readme_project).stdout.strip().splitlines()
+    assert [line.split()[1:3] for line in planned] == [["train.py", "--max-seq-length"], ["export.py", "--run"]], planned
+    recipe = planned[0].split()[2:]
+    assert recipe == "--max-seq-length 512 --epochs 2 --backbone-dropout 0".split()
     adapted = run([*make, "adapt"], readme_project)
     assert "adapted preset written to adapted/minilm-imdb" in adapted.stdout
     assert (readme_project / "adapted" / "minilm-imdb" / "kerasbert_preset.json").is_file()
-    planned = run([*make, "-n", "train-best"], readme_project).stdout.strip().splitlines()
-    assert [line.split()[1:3] for line in planned] == [["train.py", "--preset"], ["export.py", "--run"]], planned
-    assert planned[0].split()[2:] == "--preset adapted/minilm-imdb --max-seq-length 512".split()
-    trained = run(train("--preset", "adapted/minilm-imdb", "--epochs", "2", "--output-dir", "runs/best"),
-                  readme_project)
-    assert "fine-tuning for 2 epoch(s)" in trained.stdout and (readme_project / "runs/best/metrics.json").is_file()
+    # The recipe's options (but its length, too long for a tiny run) on the adapted preset.
+    trained = run(train("--preset", "adapted/minilm-imdb", *recipe[2:], "--output-dir", "runs/best"), readme_project)
+    assert "fine-tuning for 2 epoch(s)" in trained.stdout
+    config = json.loads((readme_project / "runs/best/config.json").read_text())
+    assert (config["backbone_dropout"], config["preset"]) == (0.0, "adapted/minilm-imdb")
+    assert (readme_project / "runs/best/metrics.json").is_file()
 
 
 def test_the_readme_predict_commands(readme_project):
