@@ -18,15 +18,14 @@ $(VENV)/.installed: requirements.txt setup.cfg pyproject.toml
 
 # The main job: fine-tune and evaluate (runs/<date-time>/, linked as runs/latest), then export.
 train: setup
-	$(PYTHON) train.py $(ARGS)
+	$(PYTHON) train.py $(TRAIN_RECIPE) $(ARGS)
 	$(PYTHON) export.py --run runs/latest
 
 # The best recipe (chosen on validation: benchmarks/sweep_recipe.md, benchmarks/best_recipe.md):
-# 512 tokens head+tail, two epochs, no dropout inside the backbone.
+# 512 tokens head+tail, two epochs, no dropout inside the backbone: the main job with these options.
 BEST_ARGS ?= --max-seq-length 512 --epochs 2 --backbone-dropout 0
-train-best: setup
-	$(PYTHON) train.py $(BEST_ARGS) $(ARGS)
-	$(PYTHON) export.py --run runs/latest
+train-best: TRAIN_RECIPE = $(BEST_ARGS)
+train-best: train
 
 # MiniLM adapted to the reviews (`kerasbert adapt`), made once and reused: `--preset adapted/minilm-imdb`.
 ADAPTED ?= adapted/minilm-imdb
