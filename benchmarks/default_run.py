@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from machine import results_heading
+from machine import append_results, results_heading
 
 
 def main():
@@ -38,10 +38,16 @@ def main():
     with open(os.path.join(args.output_dir, "metrics.json")) as file:
         metrics = json.load(file)
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    append_results(args, metrics, wall, peak_gib)
+    record_run(args, metrics, wall, peak_gib)
 
 
-def append_results(args, metrics, wall, peak_gib):
+def record_run(args, metrics, wall, peak_gib):
+    more_rows = [("child process wall time", f"{wall / 60:.1f} min"), ("peak resident memory", f"{peak_gib:.2f} GiB")]
+    append_results(args.results, [results_heading(), f"Run directory `{args.output_dir}`.\n", *run_table(metrics, more_rows)])
+
+
+def run_table(metrics, more_rows=()):
+    """The results table of one train.py run (its metrics.json) and its confusion matrix, as lines."""
     test, timing, estimate = metrics["test"], metrics["timing"], metrics.get("estimate") or {}
     positive = test["per_class"][metrics["class_names"][-1]]
     precision = metrics["precision"]
@@ -57,18 +63,14 @@ def append_results(args, metrics, wall, peak_gib):
                         f"sequences/s ({metrics['optimizer_steps']:,} steps)"),
         ("test evaluation", f"{timing['eval_seconds'] / 60:.1f} min, {timing['eval_sequences_per_second']:.1f} "
                             "sequences/s"),
-        ("total, process start to metrics.json", f"**{timing['total_seconds'] / 60:.1f} min** "
-                                                 f"(child process wall time {wall / 60:.1f} min)"),
+        ("total, process start to metrics.json", f"**{timing['total_seconds'] / 60:.1f} min**"),
         ("estimate printed after the first steps", f"{estimate.get('total_seconds', float('nan')) / 60:.1f} min"),
-        ("peak resident memory", f"{peak_gib:.2f} GiB"),
+        *more_rows,
     ]
-    lines = [results_heading(), f"Run directory `{args.output_dir}`.\n", "| measure | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines = ["| measure | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
     lines.append(f"\nConfusion matrix (rows true, columns predicted, classes {', '.join(metrics['class_names'])}): "
                  f"{test['confusion_matrix']}.\n")
-    with open(args.results, "a") as results:
-        results.write("\n".join(lines))
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":
