@@ -1,8 +1,9 @@
 """A make target timed end to end on a fresh clone, as a user runs it: `git clone` of one
 revision into a scratch folder, `make setup` there (a new .venv from the pinned requirements and
-the offline weights, without pip's cache unless `--pip-cache`), then `make <target>` (`train` and `train-best`: fine-tune, evaluate on
-test, export). The wall time of each part, the run's metrics and the peak memory are appended to
-`--results` under a heading naming the machine, the date and the command.
+the offline weights, without pip's cache unless `--pip-cache`), then `make <target>` (`train`
+and `train-best`: fine-tune, evaluate on test, export; `test`: the suite). The wall time of each
+part, the run's metrics (when the target trains) and the peak memory are appended to `--results`
+under a heading naming the machine, the date and the command.
 
     python benchmarks/fresh_clone.py --target train-best -- --seed 43
 
@@ -39,6 +40,8 @@ def main():
     shared = os.path.join(os.path.dirname(PROJECT), "shared")
     if not os.path.isdir(shared):
         parser.error(f"{shared} is missing: the clone needs the IMDB copy beside it")
+    if not os.path.isdir(args.scratch):
+        parser.error(f"--scratch {args.scratch} is not a directory")
     revision = git("rev-parse", "--verify", "--quiet", f"{args.revision}^{{commit}}")
     if revision is None:
         parser.error(f"--revision {args.revision} is not a commit of {PROJECT}")
@@ -57,21 +60,30 @@ def main():
     run(target)
     finished = time.perf_counter()
 
-    with open(os.path.join(clone, "runs", "latest", "metrics.json")) as file:
-        metrics = json.load(file)
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    train_minutes = metrics["timing"]["total_seconds"] / 60
     target_minutes = (finished - set_up) / 60
+    metrics = read_metrics(os.path.join(clone, "runs", "latest", "metrics.json"))
+    of_which = ""
+    if metrics:
+        train_minutes = metrics["timing"]["total_seconds"] / 60
+        of_which = f": train.py {train_minutes:.1f}, the rest (export, start-ups) {target_minutes - train_minutes:.1f}"
     rows = [
         ("clone", f"{(cloned - started) / 60:.1f} min"),
         ("`make setup`", f"{(set_up - cloned) / 60:.1f} min ({'with' if args.pip_cache else 'without'} pip's cache)"),
-        (f"`make {shlex.join(target[3:])}`", f"{target_minutes:.1f} min: train.py {train_minutes:.1f}, "
-                                        f"the rest (export, start-ups) {target_minutes - train_minutes:.1f}"),
+        (f"`make {shlex.join(target[3:])}`", f"{target_minutes:.1f} min{of_which}"),
         (f"**clone to the end of `make {args.target}`**", f"**{(finished - started) / 60:.1f} min**"),
         ("peak resident memory", f"{peak_gib:.2f} GiB"),
     ]
-    append_results(args.results, [results_heading(), f"Revision {revision[:7]}, cloned into `{clone}` "
-                                                     f"(run directory `runs/latest` there).\n", *run_table(metrics, rows)])
+    table = run_table(metrics, rows) if metrics else ["| measure | value |", "|---|---|", *(f"| {n} | {v} |" for n, v in rows)]
+    append_results(args.results, [results_heading(), f"Revision {revision[:7]}, cloned into `{clone}`.\n", *table])
+
+
+def read_metrics(path):
+    """The run's metrics.json, or None for a target that trains nothing (`make test`)."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
 
 
 def user_environment():

@@ -46,7 +46,6 @@ def main():
     from kerasbert.job.arguments import config_from_args
     from kerasbert.job.sweep import validation_run
 
-    work = tempfile.mkdtemp(prefix="kerasbert-sweep-")
     heading = [results_heading(), f"Training part: {args.train_examples or 'all'} reviews; validation: "
                f"{args.validation_examples or 'all'} (train.py's carve); options for every variant: "
                f"`{shlex.join(common) or '(defaults)'}`.", "",
@@ -54,19 +53,21 @@ def main():
                "|---|---|---|---|---|---|"]
     append_results(args.results, heading)
     scores = {}
-    for seed in [int(seed) for seed in args.seeds.split(",")]:
-        for name, options in args.variant:
-            try:
-                config = config_from_args([*common, *options, "--seed", str(seed)])
-                row = validation_run(config, os.path.join(work, f"{name}-{seed}"), args.train_examples,
-                                     args.validation_examples)
-            except KerasbertError as error:  # bad data or options: one line, as train.py says it
-                parser.error(str(error))
-            scores.setdefault(name, []).append(row["val_accuracy"][-1])
-            by_epoch = ", ".join(f"{value:.4f}" for value in row["val_accuracy"])
-            append_results(args.results, [f"| {name} | `{shlex.join(options) or '(defaults)'}` | {seed} | {by_epoch} | "
-                                          f"{row['train_sequences_per_second']:.1f} | "
-                                          f"{row['wall_seconds'] / 60:.1f} min |"])
+    # The runs (checkpoints, about half a GB each) go once their scores are in the results.
+    with tempfile.TemporaryDirectory(prefix="kerasbert-sweep-") as work:
+        for seed in [int(seed) for seed in args.seeds.split(",")]:
+            for name, options in args.variant:
+                try:
+                    config = config_from_args([*common, *options, "--seed", str(seed)])
+                    row = validation_run(config, os.path.join(work, f"{name}-{seed}"), args.train_examples,
+                                         args.validation_examples)
+                except KerasbertError as error:  # bad data or options: one line, as train.py says it
+                    parser.error(str(error))
+                scores.setdefault(name, []).append(row["val_accuracy"][-1])
+                by_epoch = ", ".join(f"{value:.4f}" for value in row["val_accuracy"])
+                append_results(args.results, [f"| {name} | `{shlex.join(options) or '(defaults)'}` | {seed} | {by_epoch} | "
+                                              f"{row['train_sequences_per_second']:.1f} | "
+                                              f"{row['wall_seconds'] / 60:.1f} min |"])
     summary = ["", "Mean validation accuracy (last epoch) over the seeds:", ""]
     summary += [f"- {name}: {statistics.mean(values):.4f} ({len(values)} seed(s))" for name, values in scores.items()]
     append_results(args.results, summary)
