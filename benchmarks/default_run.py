@@ -67,10 +67,15 @@ def run_table(metrics, more_rows=()):
         ("estimate printed after the first steps", f"{estimate.get('total_seconds', float('nan')) / 60:.1f} min"),
         *more_rows,
     ]
-    lines = ["| measure | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
+    lines = measure_table(rows)
     lines.append(f"\nConfusion matrix (rows true, columns predicted, classes {', '.join(metrics['class_names'])}): "
                  f"{test['confusion_matrix']}.\n")
     return lines
+
+
+def measure_table(rows):
+    """A two-column Markdown table of (measure, value) rows, as lines."""
+    return ["| measure | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows]
 
 
 if __name__ == "__main__":

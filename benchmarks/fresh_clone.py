@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 
-from default_run import run_table
+from default_run import measure_table, run_table
 from machine import append_results, results_heading
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +74,7 @@ def main():
         (f"**clone to the end of `make {args.target}`**", f"**{(finished - started) / 60:.1f} min**"),
         ("peak resident memory", f"{peak_gib:.2f} GiB"),
     ]
-    table = run_table(metrics, rows) if metrics else ["| measure | value |", "|---|---|", *(f"| {n} | {v} |" for n, v in rows)]
+    table = run_table(metrics, rows) if metrics else measure_table(rows)
     append_results(args.results, [results_heading(), f"Revision {revision[:7]}, cloned into `{clone}`.\n", *table])
 
 
