@@ -10,7 +10,6 @@ Extra arguments after `--` go to train.py (e.g. `-- --max-train-examples 5000`).
 
 import argparse
 import datetime
-import json
 import os
 import resource
 import subprocess
@@ -18,6 +17,8 @@ import sys
 import time
 
 from machine import append_results, results_heading
+
+from kerasbert.files import read_json
 
 
 def main():
@@ -35,8 +36,7 @@ def main():
     wall = time.perf_counter() - started
     if completed.returncode:
         raise SystemExit(f"train.py failed with exit status {completed.returncode}")
-    with open(os.path.join(args.output_dir, "metrics.json")) as file:
-        metrics = json.load(file)
+    metrics = read_json(os.path.join(args.output_dir, "metrics.json"))
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     record_run(args, metrics, wall, peak_gib)
 

@@ -13,7 +13,6 @@ would; it is kept afterwards (the run directory and the exported models are in i
 """
 
 import argparse
-import json
 import os
 import resource
 import shlex
@@ -23,6 +22,8 @@ import time
 
 from default_run import measure_table, run_table
 from machine import append_results, results_heading
+
+from kerasbert.files import read_json
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,7 +63,8 @@ def main():
 
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     target_minutes = (finished - set_up) / 60
-    metrics = read_metrics(os.path.join(clone, "runs", "latest", "metrics.json"))
+    metrics_path = os.path.join(clone, "runs", "latest", "metrics.json")
+    metrics = read_json(metrics_path) if os.path.isfile(metrics_path) else None  # `make test` trains nothing
     of_which = ""
     if metrics:
         train_minutes = metrics["timing"]["total_seconds"] / 60
@@ -76,14 +78,6 @@ def main():
     ]
     table = run_table(metrics, rows) if metrics else measure_table(rows)
     append_results(args.results, [results_heading(), f"Revision {revision[:7]}, cloned into `{clone}`.\n", *table])
-
-
-def read_metrics(path):
-    """The run's metrics.json, or None for a target that trains nothing (`make test`)."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as file:
-        return json.load(file)
 
 
 def user_environment():

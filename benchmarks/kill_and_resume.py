@@ -19,7 +19,10 @@ import signal
 import subprocess
 import sys
 import time
+
 from machine import results_heading
+
+from kerasbert.files import read_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,11 +88,6 @@ def backup_written_at(state_file):
         return os.path.getmtime(state_file)
     except OSError:
         return 0.0
-
-
-def read_json(path):
-    with open(path) as file:
-        return json.load(file)
 
 
 def write_results(args, command, kills, total, metrics, baseline):
