@@ -36,8 +36,10 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     np.testing.assert_allclose(fused[real_tokens], stock[real_tokens], atol=tolerance)
     graph = tf.function(backbone).get_concrete_function(features).graph
     op_types = collections.Counter(op.type for op in graph.get_operations())
-    # Every projection is a 2-D MatMul: 4 + 2 per layer and the pooler; BatchMatMuls only in attention.
-    assert (op_types["MatMul"], op_types["BatchMatMulV2"], op_types["Einsum"]) == (6 * 6 + 1, 6 * 2, 0)
+    # Every projection is a 2-D MatMul: per layer query, key and value in one, the attention output and 2
+    # feed-forward, then the pooler; BatchMatMuls only in attention; GELU through erf, not erfc.
+    assert (op_types["MatMul"], op_types["BatchMatMulV2"], op_types["Einsum"]) == (6 * 4 + 1, 6 * 2, 0)
+    assert (op_types["Erf"], op_types["Erfc"]) == (6, 0)
     kinds = {type(layer) for layer in backbone._flatten_layers(include_self=False)}
     assert {FusedDense, FusedEinsumDense, FusedMultiHeadAttention, FusedDropout} <= kinds
     assert not kinds & {keras.layers.Dense, keras.layers.MultiHeadAttention, keras.layers.Dropout}
