@@ -14,41 +14,70 @@ The package has three parts, and imports run one way, job -> deploy -> library:
 - the command-line job (`kerasbert.job`): options, the `kerasbert` command, the run,
   resume, run directories, reports.
 
-Importing kerasbert registers its Keras classes, so `keras.saving.load_model`
-reads a saved `TextClassifier` back.
+Importing kerasbert is cheap: TensorFlow and the library load on the first use of a
+name below (`kerasbert.TextClassifier`, `from kerasbert import ...`), or at once when
+Keras is already imported. Either way kerasbert's Keras classes are then registered,
+so `keras.saving.load_model` reads a saved `TextClassifier` back:
+
+    import keras, kerasbert
+    keras.saving.load_model("runs/latest/model.keras").classify(["A wonderful film."])
+
+The command line (`train.py --help`, bad option values) answers before TensorFlow loads.
 """
 
+import importlib
 import os
+import sys
 
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise
 # for users; real errors still reach them as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kerasbert.native_log import cuda_driver_missing, native_info_lines_dropped  # noqa: E402
-
-with native_info_lines_dropped():
-    import tensorflow as _tf  # noqa: E402
-
-    from kerasbert.adaptation import ReviewMaskedLM, save_adapted_preset  # noqa: E402
-    from kerasbert.data import (  # noqa: E402
-        evaluation_dataset, load_splits, load_unlabeled_texts, read_tfds, training_dataset)
-    from kerasbert.errors import KerasbertError  # noqa: E402
-    from kerasbert.hardware import choose_precision, detect_hardware  # noqa: E402
-    from kerasbert.model import TextClassifier  # noqa: E402
-    from kerasbert.monitoring import MisclassifiedReviews, TrainingTensorBoard  # noqa: E402
-    from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay, adamw_with_warmup  # noqa: E402
-    from kerasbert.preprocessing import ReviewPreprocessor  # noqa: E402
-    from kerasbert.presets import DEFAULT_PRESET  # noqa: E402
-    from kerasbert.progress import Throughput, TimeEstimate  # noqa: E402
-    from kerasbert.texts import LabeledTexts, read_acl_imdb, read_table  # noqa: E402
-
-    if cuda_driver_missing():  # probe CUDA here, where its failure line is filtered; with a driver, leave it lazy
-        _tf.config.list_physical_devices("GPU")
-del _tf
+# The public names, by the module that defines them.
+_MODULES = {
+    "adaptation": ("ReviewMaskedLM", "save_adapted_preset"),
+    "data": ("evaluation_dataset", "load_splits", "load_unlabeled_texts", "read_tfds", "training_dataset"),
+    "errors": ("KerasbertError",),
+    "hardware": ("choose_precision", "detect_hardware"),
+    "model": ("TextClassifier",),
+    "monitoring": ("MisclassifiedReviews", "TrainingTensorBoard"),
+    "optimizers": ("GradientNormAdamW", "WarmupLinearDecay", "adamw_with_warmup"),
+    "preprocessing": ("ReviewPreprocessor",),
+    "presets": ("DEFAULT_PRESET",),
+    "progress": ("Throughput", "TimeEstimate"),
+    "texts": ("LabeledTexts", "read_acl_imdb", "read_table"),
+}
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __version__ = "0.1.0"
-__all__ = ["DEFAULT_PRESET", "GradientNormAdamW", "KerasbertError", "LabeledTexts", "MisclassifiedReviews",
-           "ReviewMaskedLM", "ReviewPreprocessor", "TextClassifier", "Throughput", "TimeEstimate",
-           "TrainingTensorBoard", "WarmupLinearDecay", "adamw_with_warmup", "choose_precision", "detect_hardware",
-           "evaluation_dataset", "load_splits", "load_unlabeled_texts", "read_acl_imdb", "read_table", "read_tfds",
-           "save_adapted_preset", "training_dataset"]
+__all__ = sorted(_MODULE_OF)
+
+
+def load_library():
+    """Import TensorFlow and every module of the library (which registers their Keras classes)."""
+    from kerasbert.native_log import cuda_driver_missing, native_info_lines_dropped
+
+    with native_info_lines_dropped():
+        import tensorflow as tf
+
+        for module in _MODULES:
+            importlib.import_module(f"kerasbert.{module}")
+        if cuda_driver_missing():  # probe CUDA here, where its failure line is filtered; with a driver, leave it lazy
+            tf.config.list_physical_devices("GPU")
+
+
+def __getattr__(name):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'kerasbert' has no attribute {name!r}")
+    load_library()
+    value = getattr(importlib.import_module(f"kerasbert.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+if "keras" in sys.modules or "tensorflow" in sys.modules:
+    load_library()

@@ -18,8 +18,6 @@ import math
 import os
 import shutil
 
-import tensorflow as tf
-
 from kerasbert.errors import KerasbertError
 
 # The errors of a file system that cannot take what is written to it, as os.strerror words them.
@@ -89,4 +87,6 @@ def check_free_space(path, needed, what):
 def variable_bytes(variables):
     """The bytes that saving `variables` (Keras variables) takes, headers aside; from their shapes
     and dtypes, without copying them out of TensorFlow (it runs before every backup)."""
+    import tensorflow as tf  # here: the command line imports this module before it needs TensorFlow
+
     return sum(math.prod(variable.shape) * tf.as_dtype(variable.dtype).size for variable in variables)

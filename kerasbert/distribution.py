@@ -30,9 +30,9 @@ import time
 
 import tensorflow as tf
 
+from kerasbert.choices import STRATEGIES
 from kerasbert.errors import KerasbertError, first_line
 
-STRATEGIES = ("auto", "default", "one-device", "mirrored", "multi-worker", "tpu")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,10 +16,10 @@ import keras
 import keras_hub
 import tensorflow as tf
 
+from kerasbert.choices import TRUNCATIONS
 from kerasbert.presets import hugging_face_strips_accents
 
 HEAD_TOKENS = 128  # tokens kept from the start of a review by head+tail truncation
-TRUNCATIONS = ("head", "tail", "head+tail")
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")

@@ -38,12 +38,32 @@ def test_a_bad_option_on_the_command_line_is_the_only_line_on_stderr():
     assert result.stderr == "error: --batch-size must be a positive integer, got 0\n"
 
 
-def test_importing_kerasbert_probes_cuda_without_a_line_on_stderr():
+@pytest.mark.parametrize("imports, kerasbert_first", [
+    ("import kerasbert\nkerasbert.TextClassifier\nimport tensorflow as tf", True),  # loaded on first use
+    # Loaded at once, its Keras classes registered, when Keras came first (whose own start-up lines are the user's).
+    ("import tensorflow as tf, keras, kerasbert\nassert 'kerasbert>TextClassifier' in keras.saving.get_custom_objects()",
+     False),
+])
+def test_loading_kerasbert_probes_cuda_without_a_line_on_stderr(imports, kerasbert_first):
     environment = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
-    script = ("import kerasbert, tensorflow as tf\n"
-              "print(len(tf.config.list_physical_devices('GPU')))")
+    script = f"{imports}\nprint(len(tf.config.list_physical_devices('GPU')))"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=environment)
     assert result.returncode == 0, result.stderr
     if cuda_driver_missing():  # as on this project's machines: the probe ran inside the filter, its line dropped
         assert result.stdout.strip() == "0" and "cuInit" not in result.stderr
-    assert "I0000" not in result.stderr
+    assert ("I0000" not in result.stderr) == kerasbert_first
+
+
+def test_the_command_line_answers_help_and_bad_options_without_tensorflow():
+    for arguments in (["train.py", "--help"], ["export.py", "--help"], ["train.py", "--batch-size", "0"],
+                      ["-m", "kerasbert.job.cli", "adapt", "--help"], ["-m", "kerasbert.job.cli", "predict", "--help"]):
+        script = ("import runpy, sys\n"
+                  f"sys.argv = {arguments!r}\n"
+                  "try:\n"
+                  "    runpy.run_module(sys.argv.pop(1), run_name='__main__') if sys.argv[0] == '-m' else "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+                  "except SystemExit:\n"
+                  "    pass\n"
+                  "print(sorted(name for name in ('tensorflow', 'keras', 'keras_hub') if name in sys.modules))")
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+        assert result.stdout.splitlines()[-1] == "[]", (arguments, result.stdout[-300:])

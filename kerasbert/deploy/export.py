@@ -27,7 +27,8 @@ import tensorflow as tf
 
 from kerasbert import files
 from kerasbert.deploy.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
-from kerasbert.deploy.tflite import TFLITE_FORMATS, export_tflite
+from kerasbert.choices import TFLITE_FORMATS
+from kerasbert.deploy.tflite import export_tflite
 from kerasbert.disk import writing
 from kerasbert.errors import KerasbertError
 from kerasbert.files import next_version, publish_directory, staging_directory

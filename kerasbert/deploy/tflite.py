@@ -16,12 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
+from kerasbert.choices import TFLITE_FORMATS
 from kerasbert.data import TOKEN_INPUTS
 from kerasbert.disk import writing
 from kerasbert.files import publish_directory, staging_directory
 from kerasbert.inference import token_model, token_probabilities
 
-TFLITE_FORMATS = ("float32", "float16", "dynamic-int8")
 TFLITE_SETTINGS = "tokenizer.json"
 TFLITE_VOCABULARY = "vocab.txt"
 

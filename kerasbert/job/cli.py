@@ -4,6 +4,7 @@ import os
 import re
 import sys
 
+from kerasbert import load_library
 from kerasbert.disk import output_failure
 from kerasbert.errors import KerasbertError
 
@@ -23,7 +24,8 @@ def train_command(argv):
     from kerasbert.job.arguments import config_from_args
 
     config = config_from_args(argv, prog="kerasbert train")
-    from kerasbert.job.training import train_and_evaluate  # imports TensorFlow: after --help
+    load_library()  # TensorFlow: after --help and the checks of the options
+    from kerasbert.job.training import train_and_evaluate
 
     train_and_evaluate(config)
 
@@ -32,6 +34,7 @@ def adapt_command(argv):
     from kerasbert.job.arguments import adapt_config_from_args
 
     config = adapt_config_from_args(argv, prog="kerasbert adapt")
+    load_library()
     from kerasbert.job.adapting import adapt
 
     adapt(config)
@@ -41,6 +44,7 @@ def export_command(argv):
     from kerasbert.job.arguments import export_config_from_args
 
     config = export_config_from_args(argv, prog="kerasbert export")
+    load_library()
     from kerasbert.job.exporting import export_run
 
     export_run(config)
@@ -67,6 +71,7 @@ def predict_command(argv):
     if args.output and args.input and os.path.realpath(args.output) == os.path.realpath(args.input):
         raise KerasbertError(f"--output {args.output} is the input file; write the predictions elsewhere")
     records = read_texts(args.input) if args.input else [(None, None, text) for text in args.texts]
+    load_library()
     predictor = load_predictor(args.model)
     if args.output:
         predict_file(predictor, records, args.output, args.batch_size)
@@ -84,6 +89,7 @@ def report_command(argv):
                     "its pictures (training curves drawn from the TensorBoard events).")
     parser.add_argument("run", help="A run directory, e.g. runs/latest.")
     args = parser.parse_args(argv)
+    load_library()
     from kerasbert.job.report import REPORT_FILE, write_report
 
     print(write_report(args.run))

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import re
 
-from kerasbert.deploy.tflite import TFLITE_FORMATS
+from kerasbert.choices import TFLITE_FORMATS, TRUNCATIONS
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import PRECISIONS
 from kerasbert.job.options import (
@@ -37,7 +37,6 @@ from kerasbert.job.options import (
     warmup_ratio_option,
     weight_decay_option,
 )
-from kerasbert.preprocessing import TRUNCATIONS
 
 
 @dataclasses.dataclass

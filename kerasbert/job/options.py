@@ -17,7 +17,7 @@ import dataclasses
 import math
 import os
 
-from kerasbert.distribution import STRATEGIES
+from kerasbert.choices import STRATEGIES
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import PRECISIONS
 from kerasbert.presets import DEFAULT_PRESET
