@@ -22,6 +22,7 @@ kerasbert itself never imports torch.
 
 import argparse
 import json
+import math
 import os
 import random
 import resource
@@ -78,10 +79,11 @@ def main():
         parser.error(f"unknown --variants {', '.join(sorted(unknown))}; known: {', '.join(KERASBERT_VARIANTS)}, "
                      f"{', '.join(HF_VARIANTS)}")
 
+    lengths = [int(length) for length in args.lengths.split(",") if length]
     peaks = matmul_peaks()  # first: a failure here costs no measurement
+    peaks.update(encoder_rates(lengths, args.batch_size))
     reviews_file = write_review_sample(args)
     measurements = []
-    lengths = [int(length) for length in args.lengths.split(",") if length]
     plan = [(name, length) for length in lengths for name in ("kerasbert", "hf")]
     if args.variant_length:
         plan += [(name, args.variant_length) for name in args.variants.split(",") if name]
@@ -142,31 +144,63 @@ def write_review_sample(args):
     return path
 
 
-def matmul_peaks(size=2048, repeats=20):
-    """This CPU's float32 and bf16 matmul rate in TFLOP/s (TensorFlow, all cores).
-
-    No bf16 under an ONEDNN_MAX_CPU_ISA cap that hides the CPU's bf16
-    instructions: TensorFlow 2.21 then aborts on a bf16 matmul (oneDNN cannot
-    create the primitive) instead of falling back as it does on a CPU without them.
-    """
+def matmul_dtypes():
+    """float32 and bf16, or float32 alone under an ONEDNN_MAX_CPU_ISA cap that hides the CPU's
+    bf16 instructions: TensorFlow 2.21 then aborts on a bf16 matmul (oneDNN cannot create the
+    primitive) instead of falling back as it does on a CPU without them."""
     import tensorflow as tf
 
     from kerasbert.hardware import detect_hardware
 
     hardware = detect_hardware()
     capped = hardware.onednn_max_isa and not hardware.cpu_computes_bf16
-    peaks = {}
-    for dtype in (tf.float32,) if capped else (tf.float32, tf.bfloat16):
-        a = tf.random.normal((size, size), dtype=tf.float32)
-        a = tf.cast(a, dtype)
-        product = tf.function(lambda x: tf.matmul(x, x))
-        product(a).numpy()
+    return (tf.float32,) if capped else (tf.float32, tf.bfloat16)
+
+
+def matmul_rate(products, dtype, repeats=20):
+    """TFLOP/s of TensorFlow (all cores) over `products`, a list of (a shape, b shape,
+    transpose_a, transpose_b), each run `repeats` times: their FLOPs over their summed time."""
+    import tensorflow as tf
+
+    flops, seconds = 0, 0.0
+    for a_shape, b_shape, transpose_a, transpose_b in products:
+        a, b = (tf.cast(tf.random.normal(shape), dtype) for shape in (a_shape, b_shape))
+        product = tf.function(lambda x, y: tf.matmul(x, y, transpose_a=transpose_a, transpose_b=transpose_b))
+        product(a, b).numpy()
         started = time.perf_counter()
         for _ in range(repeats):
-            result = product(a)
+            result = product(a, b)
         result.numpy()
-        peaks[dtype.name] = 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
-    return peaks
+        seconds += time.perf_counter() - started
+        rows, inner = (a_shape[-1], a_shape[-2]) if transpose_a else (a_shape[-2], a_shape[-1])
+        flops += 2 * math.prod(a_shape[:-2]) * rows * inner * (b_shape[-2] if transpose_b else b_shape[-1]) * repeats
+    return flops / seconds / 1e12
+
+
+def matmul_peaks(size=2048):
+    """This CPU's matmul rate in TFLOP/s at size x size, by dtype name."""
+    return {dtype.name: matmul_rate([((size, size), (size, size), False, False)], dtype) for dtype in matmul_dtypes()}
+
+
+def encoder_products(batch, length, hidden=384, ffn=1536, heads=12):
+    """The matrix products of one MiniLM training step at `batch` x `length` tokens: each
+    projection forward (query, key and value in one), its input gradient and its weight
+    gradient, and attention's scores and weighted sum (taken three times for the step)."""
+    tokens, size = batch * length, hidden // heads
+    products = []
+    for inputs, outputs in ((hidden, 3 * hidden), (hidden, hidden), (hidden, ffn), (ffn, hidden)):
+        products += [((tokens, inputs), (inputs, outputs), False, False),
+                     ((tokens, outputs), (inputs, outputs), False, True),
+                     ((tokens, inputs), (tokens, outputs), True, False)]
+    attention = [((batch * heads, length, size), (batch * heads, length, size), False, True),
+                 ((batch * heads, length, length), (batch * heads, length, size), False, False)]
+    return products + attention * 3
+
+
+def encoder_rates(lengths, batch):
+    """The matmul rate at the encoder's own shapes, by (dtype name, length)."""
+    return {(dtype.name, length): matmul_rate(encoder_products(batch, length), dtype, repeats=5)
+            for dtype in matmul_dtypes() for length in lengths}
 
 
 def train_flops_per_token(length, trimmed_last_layer=False):
@@ -195,10 +229,14 @@ def append_results(args, measurements, accuracy_runs, peaks):
 
     policy = next((row["policy"] for row in measurements if row["name"] == "kerasbert"), "float32")
     peak_names = ["float32"] + (["bfloat16"] if "bfloat16" in policy else [])
+    square = {name: rate for name, rate in peaks.items() if isinstance(name, str)}
+    at_shapes = {key: rate for key, rate in peaks.items() if not isinstance(key, str)}
     lines = [
         results_heading(),
-        f"Matmul peak measured here (TensorFlow, {2048}x{2048}): "
-        + ", ".join(f"{name} {peak:.2f} TFLOP/s" for name, peak in peaks.items()) + ".\n",
+        f"Matmul rate measured here (TensorFlow, {2048}x{2048}): "
+        + ", ".join(f"{name} {rate:.2f} TFLOP/s" for name, rate in square.items()) + "; at the encoder's own "
+        f"shapes (`encoder_products`, batch {args.batch_size}): "
+        + ", ".join(f"{name} {rate:.2f} at length {length}" for (name, length), rate in at_shapes.items()) + ".\n",
     ]
     if measurements:
         lines += [
@@ -209,7 +247,7 @@ def append_results(args, measurements, accuracy_runs, peaks):
             f"which chose {policy}; length bucketing).\n",
             "| length | train seq/s kerasbert | train seq/s HF | ratio | inference seq/s kerasbert | "
             "inference seq/s HF | ratio | peak RSS MiB kerasbert / HF | kerasbert train TFLOP/s ("
-            + ", ".join(f"% of {name} peak" for name in peak_names) + ") |",
+            + ", ".join(f"% of the {name} rate at 2048 / at the encoder's shapes" for name in peak_names) + ") |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
     for length in sorted({length for _, length in by_key}):
@@ -222,7 +260,8 @@ def append_results(args, measurements, accuracy_runs, peaks):
             f"| {length} | {k_train:.2f} | {h_train:.2f} | {k_train / h_train:.2f}x | {k_infer:.1f} | {h_infer:.1f} | "
             f"{k_infer / h_infer:.2f}x | {median('kerasbert', length, 'peak_rss_mib'):.0f} / "
             f"{median('hf', length, 'peak_rss_mib'):.0f} | {flops:.3f} ("
-            + ", ".join(f"{flops / peaks[name]:.0%}" for name in peak_names) + ") |"
+            + ", ".join(f"{flops / square[name]:.0%} / {flops / at_shapes[name, length]:.0%}" for name in peak_names)
+            + ") |"
         )
     if args.variant_length:
         length = args.variant_length
