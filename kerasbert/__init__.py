@@ -54,7 +54,8 @@ __all__ = sorted(_MODULE_OF)
 
 
 def load_library():
-    """Import TensorFlow and every module of the library (which registers their Keras classes)."""
+    """Import TensorFlow, every module of the library (which registers their Keras classes) and
+    deployment (`TextClassifier.export`'s formats)."""
     from kerasbert.native_log import cuda_driver_missing, native_info_lines_dropped
 
     with native_info_lines_dropped():
@@ -62,6 +63,7 @@ def load_library():
 
         for module in _MODULES:
             importlib.import_module(f"kerasbert.{module}")
+        importlib.import_module("kerasbert.deploy")  # the writers of `TextClassifier.export`'s formats
         if cuda_driver_missing():  # probe CUDA here, where its failure line is filtered; with a driver, leave it lazy
             tf.config.list_physical_devices("GPU")
 

@@ -113,3 +113,10 @@ def format_metrics_table(metrics):
             ("loss", metrics["loss"])]
     lines = [f"  {name:<10} {value:8.4f}" for name, value in rows]
     return "\n".join(lines)
+
+
+def labeled_rows(texts, probabilities, class_names):
+    """`classify`'s rows: each text with its label, that label's probability and every class's."""
+    return [{"text": text, "label": class_names[int(row.argmax())], "probability": float(row.max()),
+             "probabilities": {name: float(p) for name, p in zip(class_names, row)}}
+            for text, row in zip(texts, probabilities)]

@@ -26,10 +26,12 @@ from kerasbert import data
 from kerasbert.backbone import pooled_output, set_feedforward_activation
 from kerasbert.data import as_labeled_texts, is_texts, is_token_dataset, is_token_features
 from kerasbert.errors import KerasbertError, first_line
+from kerasbert.evaluation import labeled_rows
+from kerasbert.export_formats import export_classifier
 from kerasbert.files import written_atomically
 from kerasbert.fused_layers import use_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.optimizers import adamw_with_warmup, learn_training_length
+from kerasbert.optimizers import adamw_with_warmup, learn_training_length, warn_if_the_schedule_ended
 from kerasbert.preprocessing import ReviewPreprocessor
 from kerasbert.presets import DEFAULT_PRESET, hugging_face_activation, preset_listing, resolve_preset
 from kerasbert.texts import LabeledTexts
@@ -164,7 +166,7 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         `tf.data`; a `(texts, labels)` `validation_data` likewise, in length order. A
         `tf.data.Dataset` of token-id dicts is fed as it is; one of strings is tokenized by
         the preprocessor, as in KerasHub. The learning-rate schedule learns its length
-        (`epochs` times the batches per epoch) the first time."""
+        (`epochs` times the batches per epoch) the first time; a `fit` past its end warns."""
         fed_tokens = self.feeds_tokens(x)
         if self.preprocessor is not None and is_texts(x):
             x = data.training_dataset(as_labeled_texts(x, y), self.preprocessor, batch_size or 32,
@@ -180,6 +182,8 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         else:
             steps = steps_per_epoch or -(-len(keras.tree.flatten(x)[0]) // (batch_size or 32))
         learn_training_length(self.optimizer, epochs * steps)
+        if epochs > initial_epoch:
+            warn_if_the_schedule_ended(self.optimizer)
         fit = keras.Model.fit if fed_tokens else super().fit  # KerasHub's fit would tokenize again
         return fit(self, x=x, y=y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
                    shuffle=shuffle, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, **kwargs)
@@ -212,6 +216,10 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         if self.feeds_tokens(x):
             return keras.Model.evaluate(self, x, y, batch_size=batch_size, **kwargs)
         return super().evaluate(x, y, batch_size=batch_size, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Keras' `export`, writing kerasbert's artifacts: `kerasbert.export_formats`."""
+        return export_classifier(self, filepath, format, **kwargs)
 
     def feeds_tokens(self, x):
         """Whether `x` goes to the model as it is: token ids, or anything when there is no preprocessor."""
@@ -259,13 +267,6 @@ class TextClassifier(keras_hub.models.BertTextClassifier):
         return {**super().get_config(), "class_names": list(self.class_names), "fused_layers": self.fused_layers,
                 "feedforward_activation": self.feedforward_activation, "trim_last_layer": self.trim_last_layer,
                 "shuffle_seed": self.shuffle_seed}
-
-
-def labeled_rows(texts, probabilities, class_names):
-    """`classify`'s rows: each text with its label, that label's probability and every class's."""
-    return [{"text": text, "label": class_names[int(row.argmax())], "probability": float(row.max()),
-             "probabilities": {name: float(p) for name, p in zip(class_names, row)}}
-            for text, row in zip(texts, probabilities)]
 
 
 def class_names_of(classifier):

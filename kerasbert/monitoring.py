@@ -11,6 +11,7 @@ Example, after a run: `tensorboard --logdir runs/` compares every run in the
 HParams table.
 """
 
+import contextlib
 import html
 import os
 import time
@@ -91,9 +92,22 @@ class MisclassifiedReviews(keras.callbacks.Callback):
         logits = [self.model(features, training=False) for features, _ in self.batches]
         probabilities = softmax(tf.concat(logits, axis=0)).numpy()
         text = misclassified_table(self.reviews, probabilities, self.class_names)
-        with tf.summary.create_file_writer(self.log_dir).as_default():
+        with summaries_to(self.log_dir):
             tf.summary.text("misclassified_reviews", text, step=epoch,
                             description=f"Most confident mistakes among {len(self.reviews)} validation reviews")
+
+
+@contextlib.contextmanager
+def summaries_to(log_dir):
+    """Write summaries under `log_dir`, whatever `tf.summary.record_if` a surrounding `fit` set
+    (Keras' TensorBoard callback records only on every `update_freq`-th step, and an epoch's end
+    is rarely one), and have them on disk when the block ends, also after an error."""
+    writer = tf.summary.create_file_writer(log_dir)
+    try:
+        with writer.as_default(), tf.summary.record_if(True):
+            yield writer
+    finally:
+        writer.close()
 
 
 def misclassified_table(reviews, probabilities, class_names, shown=MISCLASSIFIED_SHOWN):
@@ -114,7 +128,7 @@ def misclassified_table(reviews, probabilities, class_names, shown=MISCLASSIFIED
 def log_hyperparameters(log_dir, options, run_name):
     """Start the HParams session of this run: its options (a dict), and which scalars are its metrics."""
     values = {name: value for name, value in options.items() if isinstance(value, (bool, int, float, str))}
-    with tf.summary.create_file_writer(log_dir).as_default():
+    with summaries_to(log_dir):
         hparams_api.hparams_config(
             hparams=[hparams_api.HParam(name) for name in values],
             metrics=[
@@ -130,7 +144,7 @@ def log_hyperparameters(log_dir, options, run_name):
 
 def log_test_results(log_dir, labels, probabilities, metrics, class_names, step, images):
     """Test metrics as scalars, the run's PNG images, and one PR curve per class."""
-    with tf.summary.create_file_writer(os.path.join(log_dir, "test")).as_default():
+    with summaries_to(os.path.join(log_dir, "test")):
         for name in ("accuracy", "precision", "recall", "f1", "roc_auc", "loss"):
             tf.summary.scalar(f"test_{name}", metrics[name], step=step)
         for tag, path in images.items():

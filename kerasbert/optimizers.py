@@ -17,6 +17,7 @@ Example:
 """
 
 import re
+import warnings
 
 import keras
 import tensorflow as tf
@@ -48,6 +49,22 @@ def learn_training_length(optimizer, total_steps):
             raise ValueError("the learning-rate schedule needs the length of training: the data does not say how "
                              "many batches it holds, so pass steps_per_epoch (or adamw_with_warmup(total_steps=...))")
         schedule.total_steps = int(total_steps)
+
+
+def warn_if_the_schedule_ended(optimizer):
+    """Warn in one line if `optimizer` has reached the end of its `WarmupLinearDecay`, where
+    every further step learns at rate 0 (e.g. a reloaded classifier trained for the epochs it
+    planned, fit on); `TextClassifier.fit` asks before it trains."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if not isinstance(schedule, WarmupLinearDecay) or schedule.total_steps is None:
+        return
+    step = int(keras.ops.convert_to_numpy(optimizer.iterations))
+    if step >= schedule.total_steps:
+        warnings.warn(f"the learning-rate schedule ended at step {schedule.total_steps} and the optimizer is at step "
+                      f"{step}: this fit trains at learning rate 0. For more training, compile again first, e.g. "
+                      f"compile(optimizer=kerasbert.adamw_with_warmup({schedule.peak:g}, total_steps=<its steps>))",
+                      stacklevel=3)
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")

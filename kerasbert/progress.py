@@ -33,6 +33,31 @@ def keras_verbosity():
     return "auto" if sys.stdout.isatty() else 2
 
 
+class CountProgress:
+    """Progress through `total` items (say, texts predicted): Keras' bar on a terminal; where
+    output goes to a file or pipe, a plain phase line every `every_seconds` and one at the end.
+
+    >>> progress = CountProgress(3, "texts predicted", every_seconds=3600)
+    >>> progress.add(3)  # doctest: +ELLIPSIS
+    [kerasbert ...] 3 of 3 texts predicted in 0.0 s
+    """
+
+    def __init__(self, total, what, every_seconds=60):
+        self.total, self.what, self.every_seconds, self.done = total, what, every_seconds, 0
+        self.started = self.shown = time.perf_counter()
+        self.bar = keras.utils.Progbar(total, unit_name="text") if sys.stdout.isatty() else None
+
+    def add(self, count):
+        self.done += count
+        if self.bar:
+            self.bar.add(count)
+            return
+        now = time.perf_counter()
+        if self.done >= self.total or now - self.shown >= self.every_seconds:
+            phase(f"{self.done} of {self.total} {self.what} in {now - self.started:.1f} s")
+            self.shown = now
+
+
 class ProgressLines(keras.callbacks.Callback):
     """Where there is no terminal, a plain phase line every `every_seconds` of training: step,
     running loss and accuracy, and the time left in the epoch.

@@ -186,6 +186,8 @@ def test_predict_cli_streams_files_to_jsonl(run_dir, exported, tmp_path, capsys)
         assert [row["line"] for row in rows] == ([1, 2, 3, 4] if name.endswith(".txt") else
                                                  [2, 3, 4, 5] if name.endswith(".csv") else [1, 2, 3, 4])
         assert [row.get("id") for row in rows] == (["0", "1", "2", "3"] if name.endswith(".csv") else [None] * 4)
+    shown = capsys.readouterr().out  # not a terminal: plain lines, no bar
+    assert shown.count("4 of 4 texts predicted") == 3 and "\x1b[" not in shown and "\r" not in shown
     assert cli.main(["predict", "--model", model, "--input", str(tmp_path / "reviews.csv"), "--output",
                      str(tmp_path / "reviews.csv")]) == 2
     assert "is the input file" in capsys.readouterr().err

@@ -93,6 +93,15 @@ def test_gpus_and_tpus_are_detected_from_tensorflow(monkeypatch):
     round_tripped = Hardware.from_dict(json.loads(json.dumps(machine.to_dict())))
     assert round_tripped == machine
 
+    # The slowest GPU decides: an A100 beside a T4 still trains in fp16; one without a capability (not NVIDIA) in float32.
+    details["/physical_device:GPU:0"] = {"device_name": "NVIDIA A100-SXM4-40GB", "compute_capability": (8, 0)}
+    assert choose_precision("auto", detect_hardware()).name == "fp16"
+    details["/physical_device:GPU:1"] = {"device_name": "AMD Instinct MI210"}
+    mixed = detect_hardware()
+    assert mixed.gpus[1] == Gpu("AMD Instinct MI210", None) and choose_precision("auto", mixed).name == "off"
+    devices["GPU"].pop()
+    assert choose_precision("auto", detect_hardware()).name == "bf16"
+
     devices.update(GPU=[], TPU=[tf.config.PhysicalDevice("/physical_device:TPU:0", "TPU")])
     assert detect_hardware().tpu and choose_precision("auto", detect_hardware()).name == "bf16"
 

@@ -2,6 +2,7 @@
 text, warm-up requests for every padded width, the batching file, the served precision."""
 
 import os
+import re
 
 import keras_hub
 import numpy as np
@@ -10,8 +11,10 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from kerasbert.deploy import export, serving
+from kerasbert.errors import KerasbertError
 from kerasbert.model import TextClassifier
 from kerasbert.preprocessing import preprocessor_from_vocabulary
+from tests.conftest import ROOT
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TEXTS = ["the film was good", "the story was not bad but the acting felt long and slow",
@@ -72,6 +75,8 @@ def test_saved_model_carries_warmup_requests_and_a_batching_file(tiny_classifier
     assert serving.replay_warmup_requests(version, tf.saved_model.load(version)) == len(records)
     batching = open(os.path.join(version, serving.BATCHING_FILE)).read()
     assert "max_batch_size { value: " in batching and "num_batch_threads { value: " in batching
+    named = [path for path in re.findall(r"\b[\w/]+\.(?:py|md)\b", batching)]  # what a reader is sent to
+    assert named and all(os.path.isfile(os.path.join(ROOT, path)) for path in named), named
 
 
 def test_served_precision_is_the_one_asked_for(tiny_classifier, tmp_path):
@@ -95,3 +100,17 @@ def test_served_precision_is_the_one_asked_for(tiny_classifier, tmp_path):
     outputs = [model.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
                for model in (float32, bf16)]
     np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-2)
+
+
+@pytest.mark.parametrize("format, says", [("onnx", "tf2onnx does not convert"), ("jax", "must be 'tf_saved_model'")])
+def test_keras_export_says_in_one_line_why_a_format_is_not_written(tiny_classifier, tmp_path, format, says):
+    with pytest.raises(ValueError, match=says) as raised:
+        tiny_classifier.export(str(tmp_path / "out"), format=format)
+    assert "\n" not in str(raised.value) and not (tmp_path / "out").exists()
+
+
+def test_keras_export_refuses_a_path_that_exists(tiny_classifier, tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(KerasbertError, match="exists already"):
+        tiny_classifier.export(str(tmp_path / "taken"))
+    assert list((tmp_path / "taken").iterdir()) == []

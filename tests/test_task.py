@@ -20,7 +20,8 @@ WORDS = ["good", "great", "fun", "bad", "awful", "dull", "film", "plot", "cast",
 # One script, three modes: a whole two-epoch fit; the same fit saved after epoch 1 and stopped;
 # and, in a fresh process, load_model then fit epoch 2. It prints the per-step losses of its fit.
 SCRIPT = r"""
-import kerasbert  # first: it quiets TensorFlow's start-up lines
+import kerasbert
+kerasbert.load_library()  # first: it quiets TensorFlow's start-up lines
 import json, sys, warnings
 import numpy as np
 import keras, keras_hub
@@ -40,7 +41,16 @@ class SaveAfterFirstEpoch(keras.callbacks.Callback):
         self.model.stop_training = True
 
 
-if mode == "resume":
+if mode == "more":  # one more epoch of the classifier "whole" trained for its planned two
+    classifier = keras.saving.load_model(folder + "/whole.keras")
+    before = [weight.copy() for weight in classifier.get_weights()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        classifier.fit(texts, labels, batch_size=8, epochs=3, initial_epoch=2, verbose=0)
+    changed = any(not np.array_equal(old, new) for old, new in zip(before, classifier.get_weights()))
+    print(json.dumps({"warnings": [str(warning.message) for warning in caught], "changed": changed}))
+    sys.exit()
+elif mode == "resume":
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         classifier = keras.saving.load_model(folder + "/after-epoch-1.keras")
@@ -57,6 +67,22 @@ else:
     classifier = kerasbert.TextClassifier(backbone, preprocessor=preprocessor, class_names=["neg", "pos"])
     callbacks = [record] + ([SaveAfterFirstEpoch()] if mode == "first" else [])
     classifier.fit(texts, labels, batch_size=8, epochs=2, callbacks=callbacks, verbose=0)
+    if mode == "whole":
+        classifier.save(folder + "/whole.keras")
+    if mode == "export":  # Keras' way, then served as TF Serving and LiteRT users run the files
+        import tensorflow as tf, tensorflow_text
+        from ai_edge_litert.interpreter import InterpreterWithCustomOps
+        saved = classifier.export(folder + "/saved", format="tf_saved_model")
+        served = tf.saved_model.load(saved).signatures["serving_default"](text=tf.constant(["good fun", "awful dull"]))
+        lite = classifier.export(folder + "/phone/model.tflite", format="litert")
+        interpreter = InterpreterWithCustomOps(model_path=lite,
+                                               custom_op_registerers=tensorflow_text.tflite_registrar.SELECT_TFTEXT_OPS)
+        on_device = interpreter.get_signature_runner("serve")(text=np.array(["good fun"], dtype=object))
+        print(json.dumps({"served": [name.decode() for name in served["class_name"].numpy()],
+                          "served_probabilities": served["probabilities"].numpy().tolist(),
+                          "litert": on_device["probabilities"].tolist(),
+                          "keras": classifier.predict_probabilities(["good fun", "awful dull"]).tolist()}))
+        sys.exit()
 print(json.dumps({"losses": losses, "total_steps": classifier.optimizer._learning_rate.total_steps,
                   "iterations": int(classifier.optimizer.iterations)}))
 """
@@ -80,6 +106,26 @@ def test_save_load_model_and_fit_on_continue_an_interrupted_fit_exactly(tmp_path
     assert "warning on load" not in stderr and "Skipping variable loading" not in stderr and "Warning" not in stderr
     # Checked to fail: without the optimizer state, or with fresh dropout generators, epoch 2 differs.
     assert not np.allclose(whole["losses"][10:], whole["losses"][:10], atol=1e-5)
+
+
+def test_a_fit_past_the_end_of_the_schedule_warns_once_that_the_rate_is_zero(tmp_path):
+    run("whole", tmp_path)
+    more, _ = run("more", tmp_path)
+    [warning] = [message for message in more["warnings"] if "learning rate 0" in message]
+    assert "ended at step 20" in warning and "\n" not in warning
+    assert not more["changed"]  # what the warning says: no weight moved
+
+
+def test_keras_export_writes_what_tf_serving_and_litert_run_on_strings(tmp_path):
+    exported, _ = run("export", tmp_path)
+    keras_side = np.array(exported["keras"])
+    assert exported["served"] == [["neg", "pos"][k] for k in keras_side.argmax(1)]
+    np.testing.assert_allclose(exported["served_probabilities"], keras_side, atol=2e-2)
+    np.testing.assert_allclose(exported["litert"][0], keras_side[0], atol=1e-3)
+    assert (tmp_path / "saved" / "parity.json").is_file() and (tmp_path / "phone" / "model-parity.json").is_file()
+    assert json.loads((tmp_path / "phone" / "model.json").read_text())["class_names"] == ["neg", "pos"]
+    assert sorted(path.name for path in (tmp_path / "phone").iterdir()) == ["model-parity.json", "model.json",
+                                                                          "model.tflite"]
 
 
 def test_the_schedule_learns_its_length_once_and_keeps_it():
@@ -141,3 +187,37 @@ def test_a_plain_fit_on_a_dataset_prints_no_keras_warning(recwarn):
     classifier.fit(dataset, epochs=1, verbose=0)
     assert [str(warning.message) for warning in recwarn if "shuffle" in str(warning.message)] == []
     assert classifier.optimizer._learning_rate.total_steps == 2
+
+
+def test_texts_of_every_length_compute_without_a_retracing_warning(tmp_path):
+    import logging
+
+    import keras_hub
+
+    from kerasbert.preprocessing import preprocessor_from_vocabulary
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS) + "\n")
+    preprocessor = preprocessor_from_vocabulary(str(tmp_path / "vocab.txt"), 512, "head")
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=len(WORDS) + 5, num_layers=1, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=512)
+    classifier = kerasbert.TextClassifier(backbone, preprocessor=preprocessor, class_names=["neg", "pos"])
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, int(count))) for count in np.linspace(1, 600, 300)]  # 1 to 600 words
+
+    class Retracing(logging.Handler):
+        seen = []
+
+        def emit(self, record):
+            if "retracing" in record.getMessage():
+                self.seen.append(record.getMessage())
+
+    handler = Retracing()
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        classifier.fit(texts[:64], [index % 2 for index in range(64)], batch_size=8, epochs=1, verbose=0)
+        probabilities = classifier.predict_probabilities(texts)
+        classifier.classify(["good fun", "awful", "dull plot " * 200])
+        classifier.evaluate(texts, [index % 2 for index in range(300)], verbose=0)
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert probabilities.shape == (300, 2) and Retracing.seen == []

@@ -16,7 +16,7 @@ from kerasbert.job.report import read_scalars
 from kerasbert.job.training import fine_tune, train_and_evaluate
 from kerasbert.model import load_classifier
 from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay
-from tests.conftest import ROOT, TFDS_DIR, tiny_config
+from tests.conftest import ROOT, TFDS_DIR, TensorBoardServer, tiny_config
 
 
 def test_warmup_then_linear_decay():
@@ -183,3 +183,13 @@ def test_the_readme_smoke_job_finishes(tmp_path):
     assert "estimated time on this machine" in result.stdout and "compute precision" in result.stdout
     assert (tmp_path / "quick" / "report.md").is_file() and (tmp_path / "quick" / "training_curves.png").is_file()
     assert not (tmp_path / "quick" / "backup").exists()
+    # What the README promises in TensorBoard is on disk when the process ends: its one epoch's text too
+    # (written at a step that is no multiple of --log-every-steps), served by a real server.
+    tensorboard = TensorBoardServer(str(tmp_path))
+    try:
+        tags = tensorboard.wait_for("/data/plugin/text/tags", lambda tags: "quick/logs/validation" in tags)
+        assert tags["quick/logs/validation"] == ["misclassified_reviews"]
+        [entry] = tensorboard.get("/data/plugin/text/text", run="quick/logs/validation", tag="misclassified_reviews")
+        assert entry["step"] == 0 and "sampled validation reviews misclassified" in entry["text"]
+    finally:
+        tensorboard.stop()

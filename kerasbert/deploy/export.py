@@ -7,7 +7,7 @@ SavedModel layout (what TF Serving polls):
                                            assets.extra/tf_serving_warmup_requests,
                                            batching_parameters.txt
 
-Its signatures and warm-up requests: `kerasbert.serving`. It computes in the
+Its signatures and warm-up requests: `kerasbert.deploy.serving`. It computes in the
 precision `choose_precision` picks for the exporting machine (bf16 where the
 CPU or GPU has it natively, else float32; `--serving-precision` overrides),
 as long as that precision passes the parity check; else in float32.
@@ -26,11 +26,13 @@ import shutil
 import tensorflow as tf
 
 from kerasbert import files
-from kerasbert.deploy.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
 from kerasbert.choices import TFLITE_FORMATS
-from kerasbert.deploy.tflite import export_tflite
+from kerasbert.deploy.serving import BATCHING_FILE, ServingModule, batching_parameters, write_warmup_requests
+from kerasbert.deploy.parity import ParityCheck
+from kerasbert.deploy.tflite import TFLiteClassifier, export_tflite, tflite_model, tokenizer_settings
 from kerasbert.disk import writing
 from kerasbert.errors import KerasbertError
+from kerasbert.export_formats import register_writer
 from kerasbert.files import next_version, publish_directory, staging_directory
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.model import class_names_of
@@ -60,6 +62,51 @@ def tflite_models(classifier, directory, variants=("dynamic-int8",), version=0, 
         raise ValueError(f"TFLite variants must be some of {', '.join(TFLITE_FORMATS)}, got {list(variants)}")
     version = version or next_version(directory)
     return export_tflite(classifier, class_names_of(classifier), list(variants), directory, version, overwrite)
+
+
+def keras_export(classifier, filepath, format="tf_saved_model", precision="auto", quantization="float32"):
+    """What `TextClassifier.export(filepath, format)` writes, Keras' call with kerasbert's
+    artifacts, each checked against the Keras model (float32) on `parity_texts` first:
+
+    - "tf_saved_model": the folder `filepath` as `saved_model` writes a version (strings in,
+      class names and probabilities out, the token-ids signature too) in `precision`;
+    - "litert": the file `filepath`, a strings-in TFLite model (tf-text's tokenizer as custom
+      ops, no Flex ops) stored in `quantization`; its class names in `<stem>.json` and its parity
+      report in `<stem>-parity.json` beside it.
+
+    Returns `filepath`. An existing `filepath` is refused."""
+    if format == "onnx":
+        raise ValueError("format='onnx' is not offered: tf2onnx does not convert TensorFlow 2.21's graphs of this "
+                         "model; export format='tf_saved_model' (TF Serving) or 'litert' (devices) instead")
+    if format not in ("tf_saved_model", "litert"):
+        raise ValueError(f"format must be 'tf_saved_model' or 'litert', got {format!r}")
+    if format == "litert" and quantization not in TFLITE_FORMATS:
+        raise ValueError(f"quantization must be one of {', '.join(TFLITE_FORMATS)}, got {quantization!r}")
+    check_exportable(classifier)
+    class_names = class_names_of(classifier)
+    if os.path.exists(filepath):
+        raise KerasbertError(f"{filepath} exists already: export to a new path")
+    parity = ParityCheck(classifier, parity_texts(classifier.preprocessor.sequence_length))
+    if format == "tf_saved_model":
+        root, name = os.path.split(os.path.abspath(filepath))
+        return export_saved_model(classifier, class_names, root, name, parity=parity, precision=precision)
+    os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
+    stem = os.path.splitext(filepath)[0]
+    files.write_json(stem + ".json", tokenizer_settings(classifier, class_names))
+    with files.written_atomically(filepath) as temporary:
+        with open(temporary, "wb") as file:
+            file.write(tflite_model(classifier, quantization, with_tokenizer=True))
+        parity.check(TFLiteClassifier(temporary, settings=stem + ".json").predict_probabilities, quantization,
+                     stem + "-parity.json", filepath, tokenizer_inside=True)
+    return filepath
+
+
+def parity_texts(sequence_length):
+    """Texts to check an export on when no reviews are at hand: sentences of both polarities
+    at every padded width."""
+    words = ("A wonderful film with a moving story and a superb cast .".split(),
+             "A dull , clumsy film ; the plot is a mess and the acting is awful .".split())
+    return [" ".join((words[count % 2] * sequence_length)[:count]) for count in range(4, sequence_length, 12)]
 
 
 def check_exportable(classifier):
@@ -104,3 +151,6 @@ def export_saved_model(classifier, class_names, model_root, version, overwrite=F
             return final
         finally:
             shutil.rmtree(staged, ignore_errors=True)
+
+
+register_writer(keras_export)

@@ -22,7 +22,7 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, texts):
-        from kerasbert.model import labeled_rows
+        from kerasbert.evaluation import labeled_rows
 
         return labeled_rows(texts, self.predict_probabilities(list(texts)), self.class_names)
 
@@ -114,11 +114,11 @@ def read_texts(path):
 
 def predict_file(predictor, records, output, batch_size=64):
     """Write one JSON line per record of `read_texts` to `output`, each with its input line
-    number (and id), via a temporary file renamed into place when complete; with a progress bar.
-    A blank text gets its row, with null label and probabilities."""
-    import keras
+    number (and id), via a temporary file renamed into place when complete; with a progress bar
+    (plain lines without a terminal). A blank text gets its row, with null label and probabilities."""
+    from kerasbert.progress import CountProgress
 
-    progress = keras.utils.Progbar(len(records), unit_name="text")
+    progress = CountProgress(len(records), "texts predicted")
     with files.written_atomically(output) as temporary, open(temporary, "w", encoding="utf-8") as file:
         for start in range(0, len(records), batch_size):
             batch = records[start:start + batch_size]

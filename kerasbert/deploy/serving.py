@@ -141,7 +141,7 @@ def batching_parameters(cores):
     lone request's wait to a fraction of its own compute time (tens of ms).
     """
     return (f"# TF Serving --enable_batching --batching_parameters_file=<this file>; for a {cores}-core CPU.\n"
-            "# See kerasbert/serving.py and benchmarks/serving.md for how these values were chosen.\n"
+            "# See kerasbert/deploy/serving.py and benchmarks/serving.md for how these values were chosen.\n"
             "max_batch_size { value: 32 }\n"
             "batch_timeout_micros { value: 5000 }\n"
             "max_enqueued_batches { value: 64 }\n"

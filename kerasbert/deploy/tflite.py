@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
-from kerasbert.choices import TFLITE_FORMATS
 from kerasbert.data import TOKEN_INPUTS
 from kerasbert.disk import writing
 from kerasbert.files import publish_directory, staging_directory
@@ -116,14 +115,14 @@ class TFLiteClassifier:
     class names from `tokenizer.json`.
     """
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, settings=None):
         import tensorflow_text
         from ai_edge_litert.interpreter import InterpreterWithCustomOps
 
         from kerasbert.preprocessing import preprocessor_from_vocabulary
 
         folder = os.path.dirname(os.path.abspath(path))
-        settings = files.read_json(os.path.join(folder, TFLITE_SETTINGS))
+        settings = files.read_json(settings or settings_path(path))
         self.class_names = settings["class_names"]
         # An explicit thread count: the interpreter's default is one thread for most kernels.
         self.interpreter = InterpreterWithCustomOps(
@@ -160,6 +159,21 @@ class TFLiteClassifier:
         return self.run({name: value.numpy() for name, value in self.preprocessor(list(texts)).items()})
 
 
+def settings_path(model_path):
+    """The tokenizer settings and class names of a TFLite model: `<model>.json` beside a model
+    written alone (`TextClassifier.export(..., format="litert")`), else the version's `tokenizer.json`."""
+    alone = os.path.splitext(model_path)[0] + ".json"
+    return alone if os.path.isfile(alone) else os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                                                             TFLITE_SETTINGS)
+
+
+def tokenizer_settings(classifier, class_names):
+    preprocessor = classifier.preprocessor
+    tokenizer = preprocessor.tokenizer
+    return {"sequence_length": preprocessor.sequence_length, "truncation": preprocessor.truncation,
+            "lowercase": tokenizer.lowercase, "strip_accents": tokenizer.strip_accents, "class_names": class_names}
+
+
 def tflite_file_name(quantization, with_tokenizer):
     return f"{quantization}{'-text' if with_tokenizer else ''}.tflite"
 
@@ -173,14 +187,10 @@ def export_tflite(classifier, class_names, formats, tflite_root, version, overwr
     """
     staged, final = staging_directory(tflite_root, version, overwrite)
     try:
-        preprocessor = classifier.preprocessor
-        tokenizer = preprocessor.tokenizer
+        tokenizer = classifier.preprocessor.tokenizer
         with open(os.path.join(staged, TFLITE_VOCABULARY), "w") as vocabulary:
             vocabulary.write("\n".join(tokenizer.get_vocabulary()) + "\n")
-        files.write_json(os.path.join(staged, TFLITE_SETTINGS), {
-            "sequence_length": preprocessor.sequence_length, "truncation": preprocessor.truncation,
-            "lowercase": tokenizer.lowercase, "strip_accents": tokenizer.strip_accents,
-            "class_names": class_names})
+        files.write_json(os.path.join(staged, TFLITE_SETTINGS), tokenizer_settings(classifier, class_names))
         for quantization in formats:
             for text_input in (False, True) if with_tokenizer else (False,):
                 path = os.path.join(staged, tflite_file_name(quantization, text_input))

@@ -2,7 +2,7 @@
 `ExportConfig`, `AdaptConfig` for the export and adaptation jobs).
 
 The command line of `train.py` is generated from the dataclass fields (name,
-type, default, help text and choices; `kerasbert.arguments`), and the run
+type, default, help text and choices; `kerasbert.job.arguments`), and the run
 directory records the resolved config as `config.json`, so a run can be
 replayed from it (`train.py --config runs/X/config.json`).
 

@@ -6,7 +6,7 @@ A run directory holds:
     logs/                TensorBoard events (see kerasbert.monitoring): train/,
                          validation/, test/ and the HParams session
     checkpoints/best.weights.h5   weights of the best validation epoch
-    backup/              training state for resuming (kerasbert.resume); removed when the run finishes
+    backup/              training state for resuming (kerasbert.job.resume); removed when the run finishes
     model.keras          the trained classifier, tokenizer included
     metrics.json         test metrics, timings, throughput, peak memory
     confusion_matrix.png, precision_recall.png, training_curves.png
