@@ -13,7 +13,7 @@ from kerasbert import data, files
 from kerasbert.job import cli, rundir
 from kerasbert.job.config import TrainConfig
 from kerasbert.job.report import read_scalars
-from kerasbert.job.training import fine_tune, train_and_evaluate
+from kerasbert.job.training import ResumableJob, fine_tune, train_and_evaluate
 from kerasbert.model import load_classifier
 from kerasbert.optimizers import GradientNormAdamW, WarmupLinearDecay
 from tests.conftest import ROOT, TFDS_DIR, TensorBoardServer, tiny_config
@@ -31,7 +31,7 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
     config = tiny_config(tmp_path, max_train_examples=16, validation_split=0.0, epochs=8, learning_rate=3e-4,
                          warmup_ratio=0.0, dropout=0.0)
     splits = data.load_splits(**config.data_options())
-    tuned = fine_tune(config, splits, config.output_dir)
+    tuned = fine_tune(ResumableJob(config, config.output_dir), splits)
     losses = tuned.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
     assert tuned.history["accuracy"][-1] >= 0.9

@@ -21,17 +21,15 @@ import math
 import os
 import time
 
-import keras
-
-from kerasbert import data, distribution, files, monitoring
+from kerasbert import data, distribution, files
 from kerasbert.adaptation import ReviewMaskedLM
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.job import faults, resume, rundir
-from kerasbert.job.training import fit_resumably
+from kerasbert.job.training import ResumableJob
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import ADAPTED_PRESET_FILE, resolve_preset
-from kerasbert.progress import ProgressLines, Throughput, TimeEstimate, keras_verbosity, minutes, phase
+from kerasbert.progress import minutes, phase
 
 
 def adapt(config):
@@ -59,8 +57,8 @@ def adapt(config):
         phase(f"{len(texts)} texts to adapt on, {len(heldout)} held out")
         run_dir = config.run_directory()
         with rundir.locked(run_dir), faults.ended_clearly(run_dir, distribution.cluster_task()):
-            masked_lm, state = train_masked_lm(config, texts, heldout, run_dir, strategy, precision, notice,
-                                               started)
+            job = ResumableJob(config, run_dir, strategy, precision, notice, started, work="adapting")
+            masked_lm, state = train_masked_lm(job, texts, heldout)
             details = {"adapted_on": f"{config.dataset} {config.splits} ({len(texts)} texts)",
                        "config": config.to_dict(), "steps": state.global_step,
                        "masked_lm": state.history[-1] if state.history else {}}
@@ -71,52 +69,32 @@ def adapt(config):
     return config.output
 
 
-def train_masked_lm(config, texts, heldout, run_dir, strategy, precision, notice, started):
-    """Build the masked LM under the strategy and fit it with backups (resuming from one)."""
-    keras.utils.set_random_seed(config.seed)
+def train_masked_lm(job, texts, heldout):
+    """Build the masked LM under the job's strategy and fit it with backups (resuming from one)."""
+    config = job.config
     steps_per_epoch = math.ceil(len(texts) / config.batch_size)
-    with strategy.scope():
+
+    def masked_lm_compiled():
         masked_lm = ReviewMaskedLM.from_preset(config.preset, sequence_length=config.max_seq_length,
-                                               precision=precision.name, mask_rate=config.mask_rate,
+                                               precision=job.precision.name, mask_rate=config.mask_rate,
                                                shuffle_seed=config.seed)
         masked_lm.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
                                                       config.warmup_ratio, config.weight_decay, config.clip_norm))
-        backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
-        state = backup.restore(masked_lm) if backup.exists() and not config.overwrite else None
-    faults.check_room_to_adapt(masked_lm, run_dir, config.output)
-    if state:
-        rundir.check_same_config(run_dir, config)
-        phase(f"resuming from {backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "
-              f"{steps_per_epoch} (global step {state.global_step})")
-    else:
-        state = resume.RunState()
-        rundir.create_run_directory(run_dir, True)
-        config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
-    phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.dirname(os.path.abspath(run_dir))}")
+        return masked_lm
 
+    masked_lm, state = job.build(masked_lm_compiled)
+    faults.check_room_to_adapt(masked_lm, job.run_dir, config.output)
+    if state:
+        rundir.check_same_config(job.run_dir, config)
+    state = job.start(state, steps_per_epoch, replace_directory=True)
     heldout_batches = None
     if len(heldout):  # masked once, the same way every epoch: comparable from epoch to epoch
         heldout_batches = masked_lm.masked_batches(heldout, config.batch_size).take(
             math.ceil(len(heldout) / config.batch_size)).cache()
-    throughput = Throughput(config.batch_size, len(texts), state.train_seconds, state.trained_sequences,
-                            skipped_batches=state.step_in_epoch)
-    training_backup = resume.TrainingBackup(backup, state, throughput, config.backup_every_steps,
-                                            "val_accuracy" if len(heldout) else "accuracy", notice=notice)
-    time_estimate = TimeEstimate(config.epochs * steps_per_epoch - state.global_step, config.batch_size,
-                                 len(heldout) * (config.epochs - state.epoch), started, policy=precision.policy,
-                                 work="adapting")
-    callbacks = [throughput, keras.callbacks.TerminateOnNaN(),
-                 monitoring.TrainingTensorBoard(os.path.join(run_dir, rundir.LOG_DIR), config.batch_size,
-                                                config.log_every_steps),
-                 time_estimate, training_backup]
-    if keras_verbosity() == 2:
-        callbacks.insert(0, ProgressLines())
-    phase(f"adapting for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
-          f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
 
     def masked_batches(first_epoch, skip_batches):
         return masked_lm.masked_batches(texts, config.batch_size, first_epoch, skip_batches)
 
-    fit_resumably(masked_lm, masked_batches, config.epochs, state, callbacks, training_backup, notice,
-                  heldout_batches)
+    job.fit(masked_lm, state, masked_batches, len(texts), heldout_batches, len(heldout) * (config.epochs - state.epoch),
+            monitor="val_accuracy" if len(heldout) else "accuracy")
     return masked_lm, state

@@ -22,7 +22,7 @@ import dataclasses
 import time
 
 from kerasbert import data
-from kerasbert.job.training import fine_tune
+from kerasbert.job.training import ResumableJob, fine_tune
 
 SPLIT_SEED = 42  # train.py's default seed: the carve its runs validate on, and `kerasbert adapt` leaves out
 
@@ -35,7 +35,7 @@ def validation_run(config, run_dir, train_examples=0, validation_examples=0, spl
     splits = data.load_splits(**options, with_test=False)
     splits = dataclasses.replace(splits, train=splits.train.sample(train_examples, split_seed),
                                  validation=splits.validation.sample(validation_examples, split_seed))
-    tuned = fine_tune(dataclasses.replace(config, output_dir=run_dir, overwrite=True), splits, run_dir)
+    tuned = fine_tune(ResumableJob(dataclasses.replace(config, output_dir=run_dir, overwrite=True), run_dir), splits)
     return {"val_accuracy": tuned.history["val_accuracy"], "val_loss": tuned.history["val_loss"],
             "epochs_run": len(tuned.state.history), "train_seconds": tuned.throughput.train_seconds,
             "train_sequences_per_second": tuned.throughput.sequences_per_second,

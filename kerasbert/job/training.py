@@ -1,5 +1,5 @@
-"""Fine-tuning: the callbacks of a run, `fit` under a `tf.distribute` strategy
-with backups, and the whole train-evaluate-save job that `train.py` runs.
+"""The resumable job every training command runs (`ResumableJob`: build, start or resume the run
+directory, `fit` with backups and the standard callbacks) and the train-evaluate-save job of `train.py`.
 
 Example (half a minute on a 2-core CPU: 64 reviews of 32 tokens, tested on 32):
 
@@ -36,20 +36,93 @@ def monitored_metric(splits):
     return "val_accuracy" if len(splits.validation) else "accuracy"
 
 
-def make_callbacks(config, run_dir, splits, preprocessor, throughput, state):
-    log_dir = os.path.join(run_dir, rundir.LOG_DIR)
-    callbacks = [
-        throughput,
-        keras.callbacks.TerminateOnNaN(),
-        resume.BestWeights(os.path.join(run_dir, rundir.BEST_WEIGHTS), monitored_metric(splits), state.best),
-        monitoring.TrainingTensorBoard(log_dir, config.batch_size, config.log_every_steps, config.profile_range()),
-    ]
-    if len(splits.validation):
-        sample = splits.validation.sample(monitoring.MISCLASSIFIED_SAMPLE, config.seed).sorted_by_length()
-        batches = data.evaluation_dataset(sample, preprocessor, config.eval_batch_size, config.length_bucketing)
-        callbacks.append(monitoring.MisclassifiedReviews(os.path.join(log_dir, "validation"), sample, batches,
-                                                         splits.class_names))
-    return callbacks
+@dataclasses.dataclass
+class ResumableJob:
+    """The skeleton every job of `kerasbert.job` that trains runs (fine-tuning, adaptation): its
+    options, run directory, strategy (default: the one in scope), compute precision (default:
+    what `config.mixed_precision` makes of this machine), SIGTERM notice, start time and workers.
+    `build` makes the model under the strategy and restores a backup into it, `start` creates or
+    resumes the run directory, `fit` runs `fit` resumably with the standard callbacks."""
+
+    config: object
+    run_dir: str
+    strategy: object = None
+    precision: object = None
+    notice: object = None  # a `faults.TerminationNotice`: after SIGTERM, a backup and `Preempted`
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    workers: int = 1
+    work: str = "fine-tuning"
+
+    def __post_init__(self):
+        self.strategy = self.strategy or tf.distribute.get_strategy()
+        self.precision = self.precision or choose_precision(self.config.mixed_precision,
+                                                            detect_hardware(self.strategy))
+        self.backup = resume.Backup(os.path.join(self.run_dir, rundir.BACKUP_DIR))
+
+    def build(self, make_model):
+        """`make_model()` under the strategy, seeded, and the state of the backup restored into it
+        (None for a fresh run)."""
+        keras.utils.set_random_seed(self.config.seed)
+        with self.strategy.scope():
+            model = make_model()
+            return model, self.backup.restore(model) if self.backup.exists() and not self.config.overwrite else None
+
+    def start(self, state, steps_per_epoch, replace_directory, on_fresh_start=None):
+        """The `RunState` to go on from: the backup's, or a fresh one in a new run directory holding
+        `config.json` (then `on_fresh_start()`)."""
+        if state:
+            phase(f"resuming from {self.backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "
+                  f"{steps_per_epoch} (global step {state.global_step})")
+        else:
+            state = resume.RunState()
+            rundir.create_run_directory(self.run_dir, replace_directory)
+            self.config.save(os.path.join(self.run_dir, rundir.CONFIG_FILE))
+            if on_fresh_start:
+                on_fresh_start()
+        # The parent folder, not the run's logs/: TensorBoard's HParams tab only finds a run's metrics that way.
+        phase(f"run directory {self.run_dir}; TensorBoard: tensorboard --logdir "
+              f"{os.path.dirname(os.path.abspath(self.run_dir))}")
+        return state
+
+    def fit(self, model, state, batches, examples, validation_data=None, evaluated=0, callbacks=(),
+            monitor="val_accuracy", patience=0, profile_batch=0):
+        """`model.fit` until `config.epochs` on `batches(first_epoch, skip_batches)` of `examples`, on
+        from `state` (a fresh `RunState`, or a backup's: an epoch a kill cut short is finished by a
+        fit of its own), with backups, throughput, NaN check, TensorBoard, `callbacks`, a time estimate
+        over the steps left and `evaluated` sequences, plain progress lines without a terminal. After
+        SIGTERM it raises `Preempted`; when the loss became NaN, a one-line `KerasbertError`. Returns
+        the `Throughput` and `TimeEstimate` callbacks."""
+        config = self.config
+        steps_per_epoch = math.ceil(examples / config.batch_size)
+        throughput = Throughput(config.batch_size, examples, state.train_seconds, state.trained_sequences,
+                                skipped_batches=state.step_in_epoch)
+        training_backup = resume.TrainingBackup(self.backup, state, throughput, config.backup_every_steps, monitor,
+                                                patience, self.notice,
+                                                distribution.any_worker(self.strategy) if self.workers > 1 else bool)
+        time_estimate = TimeEstimate(config.epochs * steps_per_epoch - state.global_step, config.batch_size,
+                                     evaluated, self.started, policy=self.precision.policy, work=self.work)
+        tensorboard = monitoring.TrainingTensorBoard(os.path.join(self.run_dir, rundir.LOG_DIR), config.batch_size,
+                                                     config.log_every_steps, profile_batch)
+        # The backup last: it records the epoch's logs once every other callback has added to them.
+        callbacks = [throughput, keras.callbacks.TerminateOnNaN(), tensorboard, *callbacks, time_estimate,
+                     training_backup]
+        if keras_verbosity() == 2:
+            callbacks.insert(0, ProgressLines())
+        phase(f"{self.work} for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
+              f"{self.strategy.num_replicas_in_sync} replica(s) ({type(self.strategy).__name__})")
+        cut_short = [(state.epoch + 1, state.step_in_epoch)] if state.step_in_epoch else []
+        for until, skip_batches in cut_short + [(config.epochs, 0)]:
+            if state.epoch >= until or state.out_of_patience(patience):
+                continue
+            with faults.training(self.notice):
+                model.fit(batches(state.epoch, skip_batches), validation_data=validation_data,
+                          initial_epoch=state.epoch, epochs=until, callbacks=callbacks, verbose=keras_verbosity())
+            if training_backup.preempted_at is not None or (self.notice and self.notice.received):
+                raise faults.Preempted("stopped by SIGTERM (a preemption notice), with a backup of the last step")
+            if training_backup.diverged:
+                raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
+                                     "(try a lower --learning-rate, or --mixed-precision off)")
+        return throughput, time_estimate
 
 
 @dataclasses.dataclass
@@ -62,105 +135,62 @@ class FineTuned:
     state: resume.RunState  # steps taken, best epoch, and how the run went
 
 
-def fine_tune(config, splits, run_dir, strategy=None, precision=None, run_started=None, notice=None, workers=1):
-    """Build the classifier under the strategy, fit it (one `fit` for all epochs) with
+def fine_tune(job, splits):
+    """Build the classifier under the job's strategy, fit it (one `fit` for all epochs) with
     backups, and restore its best-validation weights.
 
-    If `run_dir` holds a backup, training resumes from it: same epoch and
-    step, same optimizer state. `precision` is what `choose_precision` made of
-    `config.mixed_precision` (default: for this machine). After SIGTERM (`notice`, a
-    `TerminationNotice`) it writes a backup at the next step, on all `workers` alike, and
-    raises `Preempted`.
+    If the run directory holds a backup, training resumes from it: same epoch and
+    step, same optimizer state. After SIGTERM it writes a backup at the next step, on all
+    workers alike, and raises `Preempted`.
     """
-    strategy = strategy or tf.distribute.get_strategy()
-    precision = precision or choose_precision(config.mixed_precision, detect_hardware(strategy))
-    keras.utils.set_random_seed(config.seed)
+    config, run_dir = job.config, job.run_dir
     steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
-    with strategy.scope():
+
+    def classifier_compiled():
         classifier = TextClassifier.from_preset(
             config.preset, class_names=splits.class_names, sequence_length=config.max_seq_length,
-            truncation=config.truncation, dropout=config.dropout, precision=precision.name,
+            truncation=config.truncation, dropout=config.dropout, precision=job.precision.name,
             backbone_dropout=None if config.backbone_dropout < 0 else config.backbone_dropout,
             fused_layers=config.fused_layers, trim_last_layer=config.trim_last_layer, shuffle_seed=config.seed)
-        preprocessor = classifier.preprocessor
         # The whole run's length, fixed: a resumed run fits its epochs in parts. Keras wraps the
         # optimizer for loss scaling itself when the model computes in float16.
         classifier.compile(optimizer=adamw_with_warmup(config.learning_rate, config.epochs * steps_per_epoch,
                                                        config.warmup_ratio, config.weight_decay, config.clip_norm,
                                                        layer_decay=config.layer_decay),
                            jit_compile=config.jit_compile)
-        backup = resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
-        state = backup.restore(classifier) if backup.exists() and not config.overwrite else None
-    faults.check_room_to_train(classifier, run_dir)
-    if state:
-        phase(f"resuming from {backup.folder}: epoch {state.epoch + 1}, step {state.step_in_epoch} of "
-              f"{steps_per_epoch} (global step {state.global_step})")
-    else:
-        state = resume.RunState()
-        rundir.create_run_directory(run_dir, config.overwrite or rundir.left_before_first_backup(run_dir, config))
-        config.save(os.path.join(run_dir, rundir.CONFIG_FILE))
-        monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config.to_dict(),
-                                       os.path.basename(run_dir))
-    # The parent folder, not the run's logs/: TensorBoard's HParams tab only finds a run's metrics that way.
-    phase(f"run directory {run_dir}; TensorBoard: tensorboard --logdir {os.path.dirname(os.path.abspath(run_dir))}")
+        return classifier
 
-    validation_data = None
+    classifier, state = job.build(classifier_compiled)
+    preprocessor = classifier.preprocessor
+    faults.check_room_to_train(classifier, run_dir)
+    state = job.start(state, steps_per_epoch, config.overwrite or rundir.left_before_first_backup(run_dir, config),
+                      lambda: monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config.to_dict(),
+                                                             os.path.basename(run_dir)))
+    validation_data, callbacks = None, [resume.BestWeights(os.path.join(run_dir, rundir.BEST_WEIGHTS),
+                                                           monitored_metric(splits), state.best)]
     if len(splits.validation):
         validation_data = data.evaluation_dataset(splits.validation.sorted_by_length(), preprocessor,
                                                   config.eval_batch_size, config.length_bucketing)
-    throughput = Throughput(config.batch_size, len(splits.train), state.train_seconds, state.trained_sequences,
-                            skipped_batches=state.step_in_epoch)
-    training_backup = resume.TrainingBackup(backup, state, throughput, config.backup_every_steps,
-                                            monitored_metric(splits), config.early_stopping_patience, notice,
-                                            distribution.any_worker(strategy) if workers > 1 else bool)
-    remaining_steps = config.epochs * steps_per_epoch - state.global_step
-    evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
-    time_estimate = TimeEstimate(remaining_steps, config.batch_size, evaluated, run_started,
-                                 policy=precision.policy)
-    # The backup callback last: it records the epoch's logs once every other callback has added to them.
-    callbacks = make_callbacks(config, run_dir, splits, preprocessor, throughput, state) + [time_estimate,
-                                                                                            training_backup]
-    if keras_verbosity() == 2:
-        callbacks.insert(0, ProgressLines())
-    phase(f"fine-tuning for {config.epochs} epoch(s) of {steps_per_epoch} steps on "
-          f"{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
+        sample = splits.validation.sample(monitoring.MISCLASSIFIED_SAMPLE, config.seed).sorted_by_length()
+        batches = data.evaluation_dataset(sample, preprocessor, config.eval_batch_size, config.length_bucketing)
+        callbacks.append(monitoring.MisclassifiedReviews(os.path.join(run_dir, rundir.LOG_DIR, "validation"), sample,
+                                                         batches, splits.class_names))
 
     def training_batches(first_epoch, skip_batches):
         return data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
                                      config.length_bucketing, first_epoch, skip_batches)
 
-    fit_resumably(classifier, training_batches, config.epochs, state, callbacks, training_backup, notice,
-                  validation_data, config.early_stopping_patience)
+    evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
+    throughput, time_estimate = job.fit(classifier, state, training_batches, len(splits.train), validation_data,
+                                        evaluated, callbacks, monitored_metric(splits),
+                                        config.early_stopping_patience, config.profile_range())
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     best_weights = os.path.join(run_dir, rundir.BEST_WEIGHTS)
     if os.path.exists(best_weights):
         classifier.load_weights(best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
-    return FineTuned(classifier, history, throughput, time_estimate, strategy, state)
-
-
-def fit_resumably(model, batches, epochs, state, callbacks, training_backup, notice, validation_data=None,
-                  patience=0):
-    """`model.fit` until `epochs`, on from where `state` says (a fresh `RunState`, or a backup's):
-    an epoch a kill cut short is finished by a fit of its own, on `batches(epoch, skip_batches)`,
-    then one fit for all the epochs left. After SIGTERM (`notice`) it raises `Preempted`; when the
-    loss became NaN, a one-line `KerasbertError`."""
-    def fit_until(until, skip_batches=0):
-        if state.epoch >= until or state.out_of_patience(patience):
-            return
-        with faults.training(notice):
-            model.fit(batches(state.epoch, skip_batches), validation_data=validation_data, initial_epoch=state.epoch,
-                      epochs=until, callbacks=callbacks, verbose=keras_verbosity())
-        if training_backup.preempted_at is not None or (notice and notice.received):
-            raise faults.Preempted("stopped by SIGTERM (a preemption notice), with a backup of the last step")
-        if training_backup.diverged:
-            raise KerasbertError(f"training stopped in epoch {state.epoch + 1}: the loss became NaN or infinite "
-                                 "(try a lower --learning-rate, or --mixed-precision off)")
-
-    if state.step_in_epoch:
-        fit_until(state.epoch + 1, state.step_in_epoch)
-    fit_until(epochs)
+    return FineTuned(classifier, history, throughput, time_estimate, job.strategy, state)
 
 
 def train_and_evaluate(config):
@@ -202,7 +232,7 @@ def run_on(strategy, config, task, notice, started):
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
     with rundir.locked(run_dir), faults.ended_clearly(run_dir, task):
-        tuned = fine_tune(config, splits, run_dir, strategy, precision, started, notice, task.workers)
+        tuned = fine_tune(ResumableJob(config, run_dir, strategy, precision, notice, started, task.workers), splits)
         if not task.is_chief:
             shutil.rmtree(run_dir, ignore_errors=True)
             phase(f"{task.name} done; the chief writes the outputs")
