@@ -110,3 +110,27 @@ def test_attention_dropout_keeps_the_expected_output():
     mean = np.mean([attention(query, query, training=True).numpy() for _ in range(400)], axis=0)
     assert np.abs(mean - expected).max() < 0.1 * np.abs(expected).max()
     assert not np.allclose(attention(query, query, training=True).numpy(), expected, atol=1e-3)
+
+
+def test_fused_backbone_has_the_same_gradients(preset_path):
+    # The one query-key-value MatMul and the GELU through erf differentiate like the stock layers.
+    classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32, precision="off",
+                                            fused_layers=False)
+    features = classifier.preprocessor(["A wonderful, moving film.", "Dull. " * 10])
+    backbone = classifier.backbone
+
+    def gradients():
+        with tf.GradientTape() as tape:
+            output = backbone(features)["sequence_output"]
+            loss = tf.reduce_sum(output * tf.random.stateless_normal(output.shape, (1, 2)))
+        return [None if gradient is None else tf.convert_to_tensor(gradient).numpy()
+                for gradient in tape.gradient(loss, backbone.trainable_weights)]  # None: the pooler
+
+    stock = gradients()
+    use_fused_layers(classifier)
+    fused = gradients()
+    assert [gradient is None for gradient in fused] == [gradient is None for gradient in stock]
+    compared = [(expected, actual) for expected, actual in zip(stock, fused) if expected is not None]
+    assert len(compared) > 50
+    for expected, actual in compared:
+        np.testing.assert_allclose(actual, expected, atol=2e-5 * max(1.0, np.abs(expected).max()))

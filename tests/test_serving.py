@@ -102,7 +102,7 @@ def test_served_precision_is_the_one_asked_for(tiny_classifier, tmp_path):
     np.testing.assert_allclose(outputs[0], outputs[1], atol=2e-2)
 
 
-@pytest.mark.parametrize("format, says", [("onnx", "tf2onnx does not convert"), ("jax", "must be 'tf_saved_model'")])
+@pytest.mark.parametrize("format, says", [("onnx", "no parity-checked tf2onnx conversion"), ("jax", "must be 'tf_saved_model'")])
 def test_keras_export_says_in_one_line_why_a_format_is_not_written(tiny_classifier, tmp_path, format, says):
     with pytest.raises(ValueError, match=says) as raised:
         tiny_classifier.export(str(tmp_path / "out"), format=format)

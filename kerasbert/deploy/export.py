@@ -76,8 +76,8 @@ def keras_export(classifier, filepath, format="tf_saved_model", precision="auto"
 
     Returns `filepath`. An existing `filepath` is refused."""
     if format == "onnx":
-        raise ValueError("format='onnx' is not offered: tf2onnx does not convert TensorFlow 2.21's graphs of this "
-                         "model; export format='tf_saved_model' (TF Serving) or 'litert' (devices) instead")
+        raise ValueError("format='onnx' is not offered yet: kerasbert has no parity-checked tf2onnx conversion; "
+                         "export format='tf_saved_model' (TF Serving) or 'litert' (devices) instead")
     if format not in ("tf_saved_model", "litert"):
         raise ValueError(f"format must be 'tf_saved_model' or 'litert', got {format!r}")
     if format == "litert" and quantization not in TFLITE_FORMATS:
@@ -102,8 +102,8 @@ def keras_export(classifier, filepath, format="tf_saved_model", precision="auto"
 
 
 def parity_texts(sequence_length):
-    """Texts to check an export on when no reviews are at hand: sentences of both polarities
-    at every padded width."""
+    """Texts to check an export on when no reviews are at hand: sentences of both polarities,
+    from 4 words up to the sequence length, 12 words apart."""
     words = ("A wonderful film with a moving story and a superb cast .".split(),
              "A dull , clumsy film ; the plot is a mess and the acting is awful .".split())
     return [" ".join((words[count % 2] * sequence_length)[:count]) for count in range(4, sequence_length, 12)]
