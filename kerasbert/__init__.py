@@ -25,6 +25,7 @@ so `keras.saving.load_model` reads a saved `TextClassifier` back:
 The command line (`train.py --help`, bad option values) answers before TensorFlow loads.
 """
 
+import functools
 import importlib
 import os
 import sys
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 __all__ = sorted(_MODULE_OF)
 
 
+@functools.cache  # once: each later public name costs a dict lookup, not another pass of imports and probes
 def load_library():
     """Import TensorFlow, every module of the library (which registers their Keras classes) and
     deployment (`TextClassifier.export`'s formats)."""

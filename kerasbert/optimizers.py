@@ -42,22 +42,27 @@ def adamw_with_warmup(learning_rate=5e-5, total_steps=None, warmup_ratio=0.1, we
 
 def learn_training_length(optimizer, total_steps):
     """Give a `WarmupLinearDecay` that does not know its length yet `total_steps` (None: unknown)."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if isinstance(schedule, WarmupLinearDecay) and schedule.total_steps is None:
+    _, schedule = warmup_schedule_of(optimizer)
+    if schedule is not None and schedule.total_steps is None:
         if not total_steps:
             raise ValueError("the learning-rate schedule needs the length of training: the data does not say how "
                              "many batches it holds, so pass steps_per_epoch (or adamw_with_warmup(total_steps=...))")
         schedule.total_steps = int(total_steps)
 
 
+def warmup_schedule_of(optimizer):
+    """(the optimizer inside a loss-scaling wrapper, its `WarmupLinearDecay` or None)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return optimizer, schedule if isinstance(schedule, WarmupLinearDecay) else None
+
+
 def warn_if_the_schedule_ended(optimizer):
     """Warn in one line if `optimizer` has reached the end of its `WarmupLinearDecay`, where
     every further step learns at rate 0 (e.g. a reloaded classifier trained for the epochs it
     planned, fit on); `TextClassifier.fit` asks before it trains."""
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
-    schedule = getattr(optimizer, "_learning_rate", None)
-    if not isinstance(schedule, WarmupLinearDecay) or schedule.total_steps is None:
+    optimizer, schedule = warmup_schedule_of(optimizer)
+    if schedule is None or schedule.total_steps is None:
         return
     step = int(keras.ops.convert_to_numpy(optimizer.iterations))
     if step >= schedule.total_steps:
