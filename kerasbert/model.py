@@ -34,6 +34,7 @@ from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.optimizers import adamw_with_warmup, learn_training_length, warn_if_the_schedule_ended
 from kerasbert.preprocessing import ReviewPreprocessor
 from kerasbert.presets import DEFAULT_PRESET, hugging_face_activation, preset_listing, resolve_preset
+from kerasbert.step_functions import ShapeRelaxedSteps
 from kerasbert.texts import LabeledTexts
 
 SEED_STATE_PREFIX = "seed_generator_"
@@ -45,11 +46,11 @@ def softmax(logits):
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
-class TextClassifier(keras_hub.models.BertTextClassifier):
+class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
     """KerasHub's BERT text classifier that knows its class names, computes with fused
     layers (`kerasbert.fused_layers`) and a trimmed last layer, and trains on raw texts
     the fast way: `fit(texts, labels)` shuffles anew each epoch, batches reviews of
-    similar length and tokenizes in `tf.data`.
+    similar length and tokenizes in `tf.data` (`predict` and `evaluate` trace once).
 
     `compile()` defaults to AdamW with linear warm-up and decay whose length `fit`
     learns from its `epochs` and the data. Everything is part of the config, and
