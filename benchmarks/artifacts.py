@@ -17,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from kerasbert.job.exporting import parity_examples  # noqa: E402
+from kerasbert.job.rundir import resolved  # noqa: E402
 from kerasbert.deploy.predict import load_predictor  # noqa: E402
 from machine import results_heading  # noqa: E402
 
@@ -53,7 +54,7 @@ def main():
     parser.add_argument("--latency-reviews", type=int, default=100)
     parser.add_argument("--results", default="benchmarks/artifacts.md")
     args = parser.parse_args()
-    texts, labels = parity_examples(args.run, args.examples)
+    texts, labels = parity_examples(resolved(args.run), args.examples)
     tflite = os.path.join(args.export, "tflite", args.version)
     artifacts = [("Keras .keras (as trained)", os.path.join(args.run, "model.keras")),
                  ("SavedModel (TF Serving)", os.path.join(args.export, args.version))]

@@ -171,6 +171,13 @@ class TensorBoardServer:
 
 
 @pytest.fixture(scope="session")
+def tiny_backbone(tiny_hf_preset):
+    """`train.py` options for the tiny random backbone of `tiny_hf_preset`: for runs whose point
+    is the job around the model (faults, strategies, resuming, crash points), not the model."""
+    return ["--preset", tiny_hf_preset]
+
+
+@pytest.fixture(scope="session")
 def tiny_hf_preset(tmp_path_factory, preset_path):
     """A Hugging Face BERT folder with MiniLM's vocabulary and tokenizer settings and a tiny random
     backbone (1 layer, hidden 16): a preset that loads and trains in seconds."""

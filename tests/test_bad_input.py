@@ -55,7 +55,7 @@ CASES = [
     ("train", "--train-file reviews.xml --test-file reviews.csv --output-dir new", "reviews.xml"),
     # export
     ("export", "--run nowhere", "run directory nowhere does not exist"),
-    ("export", "--run empty", "empty holds no finished run"),
+    ("export", "--run empty", "cannot export empty: it is not a kerasbert run directory (no config.json)"),
     ("export", "--run finished --model-name ..", "--model-name"),
     ("export", "--run finished --model-name a/b", "--model-name"),
     ("export", "--run finished --export-root notes.txt", "is not writable"),
@@ -79,10 +79,10 @@ CASES = [
     ("predict", "--model finished/model.keras --input missing.txt", "missing.txt"),
     ("predict", "--model finished/model.keras --input reviews.csv --output reviews.csv", "is the input file"),
     # report
-    ("report", "nowhere", "nowhere is not a directory"),
-    ("report", "empty", "empty is not a kerasbert run directory"),
-    ("report", "no_metrics", "no_metrics has no test metrics"),
-    ("report", "broken_metrics", "broken_metrics has a corrupt JSON file"),
+    ("report", "nowhere", "run directory nowhere does not exist"),
+    ("report", "empty", "cannot report on empty: it is not a kerasbert run directory"),
+    ("report", "no_metrics", "cannot report on no_metrics: it has no test metrics"),
+    ("report", "broken_metrics", "broken_metrics/metrics.json is corrupt"),
     # adapt
     ("adapt", "--splits unsupervised,test", "--splits must not include test"),
     ("adapt", "--mask-rate 0", "--mask-rate must be in (0, 1)"),

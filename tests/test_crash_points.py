@@ -65,19 +65,21 @@ def assert_killed_then_completed(command, kill_at, folder):
     assert unwhole_files(folder) == []
 
 
-def training(output_dir):
-    return [os.path.join(ROOT, "train.py"), "--output-dir", str(output_dir), *TINY, "--epochs", "2",
-            "--backup-every-steps", "2"]
+@pytest.fixture(scope="module")
+def training(tiny_backbone):
+    """`training(output_dir)`: the command of a tiny two-epoch run with a backup every two steps."""
+    return lambda output_dir: [os.path.join(ROOT, "train.py"), "--output-dir", str(output_dir), *TINY, *tiny_backbone,
+                               "--epochs", "2", "--backup-every-steps", "2"]
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(tmp_path_factory, training):
     run_dir = tmp_path_factory.mktemp("crash") / "run"
     total = renames_of(training(run_dir))
     return run_dir, total
 
 
-def test_training_killed_before_any_rename_is_whole_and_completes_when_run_again(finished, tmp_path):
+def test_training_killed_before_any_rename_is_whole_and_completes_when_run_again(finished, training, tmp_path):
     _, total = finished
     assert total > 10, "config, backups, best weights, pictures, model, metrics and report are each renamed"
     for kill_at in crash_points(total):

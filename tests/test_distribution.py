@@ -29,15 +29,20 @@ TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation
         "--log-every-steps", "1"]
 
 
-def train(output_dir, *options, env=None, wait=True):
-    command = [sys.executable, "train.py", "--output-dir", str(output_dir), *TINY, *options]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, **(env or {})})
-    if not wait:
-        return process
-    output, _ = process.communicate(timeout=600)
-    assert process.returncode == 0, output[-3000:]
-    return output
+@pytest.fixture
+def train(tiny_backbone):
+    """`train(output_dir, *options)`: a tiny run of `train.py` in a fresh process; its output."""
+    def run(output_dir, *options, env=None, wait=True):
+        command = [sys.executable, "train.py", "--output-dir", str(output_dir), *TINY, *tiny_backbone, *options]
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **(env or {})})
+        if not wait:
+            return process
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+        return output
+
+    return run
 
 
 def step_losses(run_dir):
@@ -45,7 +50,7 @@ def step_losses(run_dir):
     return steps, values
 
 
-def test_mirrored_over_two_logical_cpus_matches_the_default_strategy(tmp_path):
+def test_mirrored_over_two_logical_cpus_matches_the_default_strategy(tmp_path, train):
     train(tmp_path / "default", "--strategy", "default")
     output = train(tmp_path / "mirrored", "--strategy", "mirrored", "--logical-cpu-devices", "2")
     assert "on 2 replica(s) (MirroredStrategy)" in output
@@ -58,7 +63,7 @@ def test_mirrored_over_two_logical_cpus_matches_the_default_strategy(tmp_path):
     assert metrics["replicas"] == 2 and metrics["strategy"] == "MirroredStrategy"
 
 
-def test_two_workers_on_loopback_train_and_only_the_chief_keeps_outputs(tmp_path):
+def test_two_workers_on_loopback_train_and_only_the_chief_keeps_outputs(tmp_path, train):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     run = tmp_path / "cluster-run"
@@ -104,8 +109,8 @@ def test_plain_multi_worker_strategy_still_fails_in_keras_fit():
     assert any(failure in output for failure in known_failures for output in outputs), outputs[0][-3000:]
 
 
-def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_path):
-    options = ["--epochs", "2", "--backup-every-steps", "2", "--max-train-examples", "60"]  # 6 steps per epoch
+def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_path, train, tiny_backbone):
+    options = ["--epochs", "2", "--backup-every-steps", "2", "--max-train-examples", "400"]  # 40 steps per epoch
     train(tmp_path / "uninterrupted", *options)
 
     run = tmp_path / "killed"
@@ -119,12 +124,12 @@ def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_p
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     state = json.loads(state_file.read_text())
-    assert state["epoch"] == 0 and 0 < state["step_in_epoch"] < 6, f"kill landed outside epoch 1: {state}"
+    assert state["epoch"] == 0 and 0 < state["step_in_epoch"] < 40, f"kill landed outside epoch 1: {state}"
     assert not (run / "metrics.json").exists()
 
     # The same run with another option is refused, naming it, and nothing is touched.
     before = {path: path.read_bytes() for path in run.rglob("*") if path.is_file()}
-    refused = subprocess.run([sys.executable, "train.py", "--output-dir", str(run), *TINY, *options,
+    refused = subprocess.run([sys.executable, "train.py", "--output-dir", str(run), *TINY, *tiny_backbone, *options,
                               "--learning-rate", "1e-4", "--resume"], cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode == 2
     assert "config differs in --learning-rate (run: 5e-05, now: 0.0001)" in refused.stderr
@@ -132,10 +137,10 @@ def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_p
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
 
     output = train(run, *options)  # the same command again
-    assert f"epoch 1, step {state['step_in_epoch']} of 6 (global step {state['global_step']})" in output
+    assert f"epoch 1, step {state['step_in_epoch']} of 40 (global step {state['global_step']})" in output
     resumed = files.read_json(run / "metrics.json")
     uninterrupted = files.read_json(tmp_path / "uninterrupted" / "metrics.json")
-    assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 12
+    assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 80
     assert not (run / "backup").exists(), "the backup is deleted once the run is complete"
     assert resumed["test"]["accuracy"] == pytest.approx(uninterrupted["test"]["accuracy"])
     assert resumed["test"]["loss"] == pytest.approx(uninterrupted["test"]["loss"], rel=1e-3)
@@ -199,9 +204,9 @@ def test_config_differences_ignore_restart_options():
     assert config.differences_from({**recorded, "epochs": 3, "seed": 1}) == ["epochs", "seed"]
 
 
-def test_the_default_command_killed_and_run_again_resumes_its_own_run(tmp_path):
+def test_the_default_command_killed_and_run_again_resumes_its_own_run(tmp_path, tiny_backbone):
     """`python train.py` without --output-dir: the rerun finds its interrupted run under runs/."""
-    command = [sys.executable, os.path.join(ROOT, "train.py"), *TINY, "--backup-every-steps", "1"]
+    command = [sys.executable, os.path.join(ROOT, "train.py"), *TINY, *tiny_backbone, "--backup-every-steps", "1"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 600

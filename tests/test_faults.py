@@ -22,8 +22,8 @@ from tests.conftest import ROOT, TFDS_DIR, free_ports
 TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation-split", "0.2",
         "--max-test-examples", "16", "--max-seq-length", "32", "--batch-size", "8", "--eval-batch-size", "16",
         "--mixed-precision", "off", "--backup-every-steps", "1"]
-# Long enough to be stopped in the middle: 50 steps of a tenth of a second or more, a backup every 4.
-LONGER = [*TINY[:2], "--max-train-examples", "440", "--max-seq-length", "64", "--validation-split", "0.1",
+# With the tiny backbone, long enough to be stopped in the middle: 225 steps, a backup every 4.
+LONGER = [*TINY[:2], "--max-train-examples", "2000", "--max-seq-length", "64", "--validation-split", "0.1",
           "--max-test-examples", "16", "--batch-size", "8", "--mixed-precision", "off", "--backup-every-steps", "4"]
 
 
@@ -83,7 +83,7 @@ def test_a_write_that_fails_with_enospc_names_the_target_and_keeps_its_old_conte
 
 
 def test_training_that_cannot_fit_is_refused_before_the_first_step_then_goes_on(tmp_path, small_filesystem):
-    small = small_filesystem(40)
+    small = small_filesystem(40)  # the real MiniLM: 87 MiB of weights
     returncode, out, err = run("train.py", *TINY, "--output-dir", str(small / "run"))
     last = assert_one_line_error(returncode, err, "training (", f"in {small / 'run'}, which has", "MiB free")
     needed, free = (float(number.replace(",", "")) for number in
@@ -110,9 +110,10 @@ def test_an_adaptation_that_cannot_fit_is_refused_before_the_first_step(tmp_path
     assert not (small / "adapted").exists() and not (tmp_path / "run" / "backup").exists()
 
 
-def test_a_disk_filled_during_training_ends_in_one_line_and_the_same_command_resumes(tmp_path, small_filesystem):
-    room = small_filesystem(1400)
-    command = ["train.py", *TINY, "--backup-every-steps", "2", "--output-dir", str(room / "run")]
+def test_a_disk_filled_during_training_ends_in_one_line_and_the_same_command_resumes(tmp_path, small_filesystem,
+                                                                                     tiny_backbone):
+    room = small_filesystem(128)  # room for the tiny run (the check asks for 77 MiB)
+    command = ["train.py", *TINY, *tiny_backbone, "--backup-every-steps", "2", "--output-dir", str(room / "run")]
     process = run(*command, wait=False)
     state = room / "run" / "backup" / "state.json"
     deadline = time.monotonic() + 300
@@ -121,7 +122,7 @@ def test_a_disk_filled_during_training_ends_in_one_line_and_the_same_command_res
     process.send_signal(signal.SIGSTOP)  # between two backups: the run is training, not writing
     filler = room / "someone-else.bin"
     with open(filler, "wb") as file:  # another program takes the space the next backup needs
-        os.posix_fallocate(file.fileno(), 0, disk.free_bytes(str(room)) - (40 << 20))
+        os.posix_fallocate(file.fileno(), 0, disk.free_bytes(str(room)) - (2 << 20))  # a backup takes 6 MiB
     process.send_signal(signal.SIGCONT)
     out, err = process.communicate(timeout=300)
     last = assert_one_line_error(process.returncode, err, "free some space there",
@@ -163,8 +164,8 @@ def test_an_export_that_cannot_fit_is_refused_and_one_that_fails_keeps_the_publi
 # --- SIGTERM -----------------------------------------------------------------------------------
 
 
-def test_sigterm_writes_a_backup_at_the_current_step_and_the_same_command_resumes(tmp_path):
-    command = ["train.py", *LONGER, "--output-dir", str(tmp_path / "run")]
+def test_sigterm_writes_a_backup_at_the_current_step_and_the_same_command_resumes(tmp_path, tiny_backbone):
+    command = ["train.py", *LONGER, *tiny_backbone, "--output-dir", str(tmp_path / "run")]
     process = run(*command, wait=False)
     state = tmp_path / "run" / "backup" / "state.json"
     deadline = time.monotonic() + 300
@@ -205,15 +206,15 @@ def cluster_environment(ports, index):
     return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
 
 
-def test_a_lone_worker_ends_after_its_peer_timeout_and_at_once_on_sigterm(tmp_path):
+def test_a_lone_worker_ends_after_its_peer_timeout_and_at_once_on_sigterm(tmp_path, tiny_backbone):
     ports = free_ports(2)
     started = time.monotonic()
-    returncode, out, err = run("train.py", *TINY, "--strategy", "multi-worker", "--peer-timeout", "5",
+    returncode, out, err = run("train.py", *TINY, *tiny_backbone, "--strategy", "multi-worker", "--peer-timeout", "5",
                                "--output-dir", str(tmp_path / "run"), env=cluster_environment(ports, 0))
     assert_one_line_error(returncode, err, f"worker-0 waited 5 s for worker-1 (127.0.0.1:{ports[1]}), which did not "
                                            "start", "--peer-timeout")
     assert time.monotonic() - started < 60
-    process = run("train.py", *TINY, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run"),
+    process = run("train.py", *TINY, *tiny_backbone, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run"),
                   env=cluster_environment(ports, 0), wait=False)
     assert "waiting up to 600 s for the other workers" in process.stdout.readline()
     time.sleep(2)
@@ -224,9 +225,9 @@ def test_a_lone_worker_ends_after_its_peer_timeout_and_at_once_on_sigterm(tmp_pa
     assert_one_line_error(process.returncode, err, "stopped by SIGTERM")
 
 
-def test_a_lost_worker_ends_the_survivor_in_one_line_and_the_same_commands_resume(tmp_path):
+def test_a_lost_worker_ends_the_survivor_in_one_line_and_the_same_commands_resume(tmp_path, tiny_backbone):
     ports = free_ports(2)
-    command = ["train.py", *LONGER, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
+    command = ["train.py", *LONGER, *tiny_backbone, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
     workers = [run(*command, env=cluster_environment(ports, index), wait=False) for index in range(2)]
     states = [tmp_path / "run" / "backup" / "state.json", tmp_path / "run.worker-1" / "backup" / "state.json"]
 
@@ -263,9 +264,9 @@ def test_the_lost_worker_is_named_from_the_collective_error():
         disk.check_free_space(os.getcwd(), 1 << 62, "an exabyte")
 
 
-def test_sigterm_to_one_worker_stops_every_worker_after_the_same_step(tmp_path):
+def test_sigterm_to_one_worker_stops_every_worker_after_the_same_step(tmp_path, tiny_backbone):
     ports = free_ports(2)
-    command = ["train.py", *LONGER, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
+    command = ["train.py", *LONGER, *tiny_backbone, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
     workers = [run(*command, env=cluster_environment(ports, index), wait=False) for index in range(2)]
     states = [tmp_path / "run" / "backup" / "state.json", tmp_path / "run.worker-1" / "backup" / "state.json"]
     deadline = time.monotonic() + 600

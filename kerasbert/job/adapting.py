@@ -55,15 +55,15 @@ def adapt(config):
         texts, heldout = texts.split(config.heldout_texts / len(texts) if len(texts) > config.heldout_texts else 0,
                                      config.seed)
         phase(f"{len(texts)} texts to adapt on, {len(heldout)} held out")
-        run_dir = config.run_directory()
-        with rundir.locked(run_dir), faults.ended_clearly(run_dir, distribution.cluster_task()):
+        run_dir = rundir.RunDirectory(config.run_directory())
+        with run_dir.locked(), faults.ended_clearly(run_dir, distribution.cluster_task()):
             job = ResumableJob(config, run_dir, strategy, precision, notice, started, work="adapting")
             masked_lm, state = train_masked_lm(job, texts, heldout)
             details = {"adapted_on": f"{config.dataset} {config.splits} ({len(texts)} texts)",
                        "config": config.to_dict(), "steps": state.global_step,
                        "masked_lm": state.history[-1] if state.history else {}}
             masked_lm.save_adapted_preset(config.output, details, overwrite=True)
-            resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).delete()
+            resume.Backup(run_dir.backup_dir).delete()
     phase(f"adapted preset written to {config.output} in {minutes(time.perf_counter() - started)}; "
           f"train on it with: python train.py --preset {config.output}")
     return config.output
@@ -85,7 +85,7 @@ def train_masked_lm(job, texts, heldout):
     masked_lm, state = job.build(masked_lm_compiled)
     faults.check_room_to_adapt(masked_lm, job.run_dir, config.output)
     if state:
-        rundir.check_same_config(job.run_dir, config)
+        job.run_dir.check_same_config(config)
     state = job.start(state, steps_per_epoch, replace_directory=True)
     heldout_batches = None
     if len(heldout):  # masked once, the same way every epoch: comparable from epoch to epoch

@@ -19,17 +19,13 @@ from kerasbert.progress import phase
 
 
 def load_run(run_dir):
-    """The classifier and class names of a finished run directory."""
-    if not os.path.isdir(run_dir):
-        raise KerasbertError(f"run directory {run_dir} does not exist")
-    model_path = os.path.join(run_dir, rundir.MODEL_FILE)
-    metrics_path = os.path.join(run_dir, rundir.METRICS_FILE)
-    if not os.path.isfile(model_path) or not os.path.isfile(metrics_path):
-        raise KerasbertError(f"{run_dir} holds no finished run (no {rundir.MODEL_FILE} or {rundir.METRICS_FILE})")
-    classifier = load_classifier(model_path)
+    """The classifier and class names of a finished `RunDirectory`."""
+    _, metrics = run_dir.finished_run("export")
+    classifier = load_classifier(run_dir.model_file)
     if classifier.preprocessor is None:
-        raise KerasbertError(f"{model_path} holds a classifier without its tokenizer: nothing to serve raw text with")
-    return classifier, files.read_json(metrics_path)["class_names"]
+        raise KerasbertError(f"{run_dir.model_file} holds a classifier without its tokenizer: nothing to serve raw "
+                             "text with")
+    return classifier, metrics["class_names"]
 
 
 def export_run(config):
@@ -81,6 +77,6 @@ def check_destinations(model_root, version, config):
 
 def parity_examples(run_dir, count, seed=0):
     """`count` seeded test reviews (texts, labels) of the run's own test data."""
-    config = TrainConfig.from_dict(files.read_json(os.path.join(run_dir, rundir.CONFIG_FILE)))
+    config = TrainConfig.from_dict(run_dir.recorded_config("export"))
     test = data.load_splits(**config.data_options()).test.sample(count, seed)
     return test.texts.astype(str), test.labels

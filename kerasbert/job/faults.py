@@ -31,7 +31,6 @@ from kerasbert.disk import (
     variable_bytes,
 )
 from kerasbert.errors import KerasbertError, first_line
-from kerasbert.job import rundir
 from kerasbert.job.resume import Backup
 
 # What one run keeps on disk at most, in copies of the model's weights: the backup being written
@@ -50,7 +49,7 @@ def check_room_to_train(classifier, run_dir):
     its first step (what the run directory holds already will be replaced, so it counts as free)."""
     model_bytes = variable_bytes(classifier.weights)
     needed = (WEIGHT_COPIES_ON_DISK * model_bytes + SPARE_BYTES
-              - bytes_held(run_dir, rundir.BACKUP_DIR, os.path.dirname(rundir.BEST_WEIGHTS)))
+              - bytes_held(run_dir.backup_dir, os.path.dirname(run_dir.best_weights)))
     check_free_space(run_dir, needed, f"training ({mebibytes(model_bytes)} of weights, kept {WEIGHT_COPIES_ON_DISK} "
                                       "times over in backups, best weights and model.keras)")
 
@@ -58,7 +57,7 @@ def check_room_to_train(classifier, run_dir):
 def check_room_to_adapt(masked_lm, run_dir, output):
     """Refuse an adaptation whose backups or adapted preset cannot fit, before its first step."""
     model_bytes, preset_bytes = variable_bytes(masked_lm.weights), variable_bytes(masked_lm.backbone.weights)
-    needed = BACKUP_COPIES_ON_DISK * model_bytes + SPARE_BYTES - bytes_held(run_dir, rundir.BACKUP_DIR)
+    needed = BACKUP_COPIES_ON_DISK * model_bytes + SPARE_BYTES - bytes_held(run_dir.backup_dir)
     what = f"adapting ({mebibytes(model_bytes)} of weights, kept {BACKUP_COPIES_ON_DISK} times over in backups"
     if os.stat(existing_folder(run_dir)).st_dev == os.stat(existing_folder(output)).st_dev:
         check_free_space(run_dir, needed + preset_bytes, f"{what}, and the adapted preset)")
@@ -67,15 +66,15 @@ def check_room_to_adapt(masked_lm, run_dir, output):
     check_free_space(output, preset_bytes + SPARE_BYTES, f"the adapted preset ({mebibytes(preset_bytes)})")
 
 
-def bytes_held(run_dir, *folders):
-    """What the run directory's `folders` hold already: replaced as the run goes, so free for it."""
+def bytes_held(*folders):
+    """What a run directory's `folders` hold already: replaced as the run goes, so free for it."""
     return sum(os.path.getsize(os.path.join(root, name))
-               for folder in folders for root, _, names in os.walk(os.path.join(run_dir, folder)) for name in names)
+               for folder in folders for root, _, names in os.walk(folder) for name in names)
 
 
 def resume_hint(run_dir):
     """How the same command goes on after a failure of the machine."""
-    backup = Backup(os.path.join(run_dir, rundir.BACKUP_DIR))
+    backup = Backup(run_dir.backup_dir)
     if not backup.exists():
         return "the same command starts the run again"
     return f"the same command resumes from the backup at step {backup.read_state().global_step}"

@@ -18,7 +18,7 @@ from kerasbert import files
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.hardware import Hardware
 from kerasbert.job import plots, rundir
-from kerasbert.job.rundir import REPORT_FILE, TRAINING_CURVES_PNG
+from kerasbert.job.rundir import TRAINING_CURVES_PNG
 from kerasbert.progress import phase
 
 
@@ -65,7 +65,7 @@ def training_curves(run_dir, config, metrics):
     Keras logs per-step loss and accuracy as running means over the epoch so far.
     """
     steps_per_epoch = math.ceil(metrics["examples"]["train"] / config["batch_size"])
-    logs = os.path.join(run_dir, rundir.LOG_DIR)
+    logs = run_dir.log_dir
     train, validation = read_scalars(os.path.join(logs, "train")), read_scalars(os.path.join(logs, "validation"))
     if not train:
         raise KerasbertError(f"run {run_dir} has no training scalars in {os.path.join(logs, 'train')}")
@@ -82,32 +82,13 @@ def training_curves(run_dir, config, metrics):
     return series
 
 
-def read_run(run_dir):
-    """The recorded config and metrics of a finished run, or a clear error."""
-    config_path, metrics_path = (os.path.join(run_dir, name) for name in (rundir.CONFIG_FILE, rundir.METRICS_FILE))
-    if not os.path.isdir(run_dir):
-        raise KerasbertError(f"{run_dir} is not a directory")
-    if not os.path.isfile(config_path):
-        raise KerasbertError(f"{run_dir} is not a kerasbert run directory (no {rundir.CONFIG_FILE})")
-    if not os.path.isfile(metrics_path):
-        raise KerasbertError(f"run {run_dir} has no test metrics ({rundir.METRICS_FILE} is missing: "
-                             "training did not finish, or is still running)")
-    try:
-        config, metrics = files.read_json(config_path), files.read_json(metrics_path)
-    except ValueError as error:
-        raise KerasbertError(f"run {run_dir} has a corrupt JSON file: {error}") from None
-    if "test" not in metrics:
-        raise KerasbertError(f"run {run_dir} has no test metrics in {rundir.METRICS_FILE}")
-    return config, metrics
-
-
 def write_report(run_dir):
     """Draw training_curves.png, write report.md; returns the report's text."""
     run_dir = rundir.resolved(run_dir)
-    config, metrics = read_run(run_dir)
-    plots.save_training_curves(training_curves(run_dir, config, metrics), os.path.join(run_dir, TRAINING_CURVES_PNG))
+    config, metrics = run_dir.finished_run("report on")
+    plots.save_training_curves(training_curves(run_dir, config, metrics), run_dir.file(TRAINING_CURVES_PNG))
     text = report_markdown(run_dir, config, metrics)
-    files.write_text_atomically(os.path.join(run_dir, REPORT_FILE), text)
+    files.write_text_atomically(run_dir.report_file, text)
     return text
 
 

@@ -54,10 +54,11 @@ class ResumableJob:
     work: str = "fine-tuning"
 
     def __post_init__(self):
+        self.run_dir = rundir.RunDirectory(self.run_dir)
         self.strategy = self.strategy or tf.distribute.get_strategy()
         self.precision = self.precision or choose_precision(self.config.mixed_precision,
                                                             detect_hardware(self.strategy))
-        self.backup = resume.Backup(os.path.join(self.run_dir, rundir.BACKUP_DIR))
+        self.backup = resume.Backup(self.run_dir.backup_dir)
 
     def build(self, make_model):
         """`make_model()` under the strategy, seeded, and the state of the backup restored into it
@@ -75,8 +76,8 @@ class ResumableJob:
                   f"{steps_per_epoch} (global step {state.global_step})")
         else:
             state = resume.RunState()
-            rundir.create_run_directory(self.run_dir, replace_directory)
-            self.config.save(os.path.join(self.run_dir, rundir.CONFIG_FILE))
+            self.run_dir.create(replace_directory)
+            self.config.save(self.run_dir.config_file)
             if on_fresh_start:
                 on_fresh_start()
         # The parent folder, not the run's logs/: TensorBoard's HParams tab only finds a run's metrics that way.
@@ -101,7 +102,7 @@ class ResumableJob:
                                                 distribution.any_worker(self.strategy) if self.workers > 1 else bool)
         time_estimate = TimeEstimate(config.epochs * steps_per_epoch - state.global_step, config.batch_size,
                                      evaluated, self.started, policy=self.precision.policy, work=self.work)
-        tensorboard = monitoring.TrainingTensorBoard(os.path.join(self.run_dir, rundir.LOG_DIR), config.batch_size,
+        tensorboard = monitoring.TrainingTensorBoard(self.run_dir.log_dir, config.batch_size,
                                                      config.log_every_steps, profile_batch)
         # The backup last: it records the epoch's logs once every other callback has added to them.
         callbacks = [throughput, keras.callbacks.TerminateOnNaN(), tensorboard, *callbacks, time_estimate,
@@ -163,17 +164,16 @@ def fine_tune(job, splits):
     classifier, state = job.build(classifier_compiled)
     preprocessor = classifier.preprocessor
     faults.check_room_to_train(classifier, run_dir)
-    state = job.start(state, steps_per_epoch, config.overwrite or rundir.left_before_first_backup(run_dir, config),
-                      lambda: monitoring.log_hyperparameters(os.path.join(run_dir, rundir.LOG_DIR), config.to_dict(),
+    state = job.start(state, steps_per_epoch, config.overwrite or run_dir.left_before_first_backup(config),
+                      lambda: monitoring.log_hyperparameters(run_dir.log_dir, config.to_dict(),
                                                              os.path.basename(run_dir)))
-    validation_data, callbacks = None, [resume.BestWeights(os.path.join(run_dir, rundir.BEST_WEIGHTS),
-                                                           monitored_metric(splits), state.best)]
+    validation_data, callbacks = None, [resume.BestWeights(run_dir.best_weights, monitored_metric(splits), state.best)]
     if len(splits.validation):
         validation_data = data.evaluation_dataset(splits.validation.sorted_by_length(), preprocessor,
                                                   config.eval_batch_size, config.length_bucketing)
         sample = splits.validation.sample(monitoring.MISCLASSIFIED_SAMPLE, config.seed).sorted_by_length()
         batches = data.evaluation_dataset(sample, preprocessor, config.eval_batch_size, config.length_bucketing)
-        callbacks.append(monitoring.MisclassifiedReviews(os.path.join(run_dir, rundir.LOG_DIR, "validation"), sample,
+        callbacks.append(monitoring.MisclassifiedReviews(os.path.join(run_dir.log_dir, "validation"), sample,
                                                          batches, splits.class_names))
 
     def training_batches(first_epoch, skip_batches):
@@ -186,9 +186,8 @@ def fine_tune(job, splits):
                                         config.early_stopping_patience, config.profile_range())
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
-    best_weights = os.path.join(run_dir, rundir.BEST_WEIGHTS)
-    if os.path.exists(best_weights):
-        classifier.load_weights(best_weights)
+    if os.path.exists(run_dir.best_weights):
+        classifier.load_weights(run_dir.best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
     return FineTuned(classifier, history, throughput, time_estimate, job.strategy, state)
 
@@ -223,7 +222,7 @@ def run_on(strategy, config, task, notice, started):
     phase(f"on {hardware.describe()}")
     phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
     run_dir = rundir.choose_run_directory(config, task)
-    if config.overwrite and os.path.isdir(os.path.join(run_dir, rundir.BACKUP_DIR)):
+    if config.overwrite and os.path.isdir(run_dir.backup_dir):
         phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
     phase(f"resolving preset {config.preset}")
     resolve_preset(config.preset)  # checked before the data is read
@@ -231,7 +230,7 @@ def run_on(strategy, config, task, notice, started):
     splits = data.load_splits(**config.data_options())
     phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
           f"examples; classes: {', '.join(splits.class_names)}")
-    with rundir.locked(run_dir), faults.ended_clearly(run_dir, task):
+    with run_dir.locked(), faults.ended_clearly(run_dir, task):
         tuned = fine_tune(ResumableJob(config, run_dir, strategy, precision, notice, started, task.workers), splits)
         if not task.is_chief:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -252,15 +251,15 @@ def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision,
     probabilities, eval_seconds = evaluation.predict_probabilities(evaluated, test_data)
     test_metrics = evaluation.classification_metrics(test.labels, probabilities, splits.class_names)
     test_metrics["by_length"] = evaluation.accuracy_by_length(test.texts, test.labels, probabilities)
-    images = {"confusion_matrix": os.path.join(run_dir, rundir.CONFUSION_MATRIX_PNG),
-              "precision_recall": os.path.join(run_dir, rundir.PRECISION_RECALL_PNG)}
+    images = {"confusion_matrix": run_dir.file(rundir.CONFUSION_MATRIX_PNG),
+              "precision_recall": run_dir.file(rundir.PRECISION_RECALL_PNG)}
     plots.save_confusion_matrix(test_metrics["confusion_matrix"], splits.class_names, images["confusion_matrix"])
     plots.save_precision_recall(test.labels, probabilities, splits.class_names, images["precision_recall"])
-    monitoring.log_test_results(os.path.join(run_dir, rundir.LOG_DIR), test.labels, probabilities, test_metrics,
+    monitoring.log_test_results(run_dir.log_dir, test.labels, probabilities, test_metrics,
                                 splits.class_names, tuned.state.global_step, images)
 
     phase("saving model.keras (tokenizer and optimizer state included)")
-    save_classifier(evaluated, os.path.join(run_dir, rundir.MODEL_FILE))
+    save_classifier(evaluated, run_dir.model_file)
 
     metrics = {
         "test": test_metrics,
@@ -285,13 +284,13 @@ def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision,
                       "reason": precision.reason},
         "estimate": tuned.time_estimate.estimate,
     }
-    files.write_json(os.path.join(run_dir, rundir.METRICS_FILE), metrics)
+    files.write_json(run_dir.metrics_file, metrics)
     report.write_report(run_dir)
-    resume.Backup(os.path.join(run_dir, rundir.BACKUP_DIR)).delete()  # only now: the run is complete
-    latest = rundir.point_latest_at(run_dir)
-    phase(f"test metrics ({len(test)} examples), written to {os.path.join(run_dir, rundir.METRICS_FILE)}:\n"
+    resume.Backup(run_dir.backup_dir).delete()  # only now: the run is complete
+    latest = run_dir.point_latest_here()
+    phase(f"test metrics ({len(test)} examples), written to {run_dir.metrics_file}:\n"
           + evaluation.format_metrics_table(test_metrics))
-    phase(f"report with pictures: {os.path.join(run_dir, rundir.REPORT_FILE)}"
+    phase(f"report with pictures: {run_dir.report_file}"
           + (f"; {latest} links to this run" if latest else ""))
     timing = metrics["timing"]
     estimated = f" (estimated {minutes(metrics['estimate']['total_seconds'])})" if metrics["estimate"] else ""
