@@ -110,7 +110,7 @@ def test_plain_multi_worker_strategy_still_fails_in_keras_fit():
 
 
 def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_path, train, tiny_backbone):
-    options = ["--epochs", "2", "--backup-every-steps", "2", "--max-train-examples", "400"]  # 40 steps per epoch
+    options = ["--epochs", "2", "--backup-every-steps", "2", "--max-train-examples", "200"]  # 20 steps per epoch
     train(tmp_path / "uninterrupted", *options)
 
     run = tmp_path / "killed"
@@ -124,7 +124,7 @@ def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_p
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     state = json.loads(state_file.read_text())
-    assert state["epoch"] == 0 and 0 < state["step_in_epoch"] < 40, f"kill landed outside epoch 1: {state}"
+    assert state["epoch"] == 0 and 0 < state["step_in_epoch"] < 20, f"kill landed outside epoch 1: {state}"
     assert not (run / "metrics.json").exists()
 
     # The same run with another option is refused, naming it, and nothing is touched.
@@ -137,10 +137,10 @@ def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_p
     assert {path: path.read_bytes() for path in run.rglob("*") if path.is_file()} == before
 
     output = train(run, *options)  # the same command again
-    assert f"epoch 1, step {state['step_in_epoch']} of 40 (global step {state['global_step']})" in output
+    assert f"epoch 1, step {state['step_in_epoch']} of 20 (global step {state['global_step']})" in output
     resumed = files.read_json(run / "metrics.json")
     uninterrupted = files.read_json(tmp_path / "uninterrupted" / "metrics.json")
-    assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 80
+    assert resumed["optimizer_steps"] == uninterrupted["optimizer_steps"] == 40
     assert not (run / "backup").exists(), "the backup is deleted once the run is complete"
     assert resumed["test"]["accuracy"] == pytest.approx(uninterrupted["test"]["accuracy"])
     assert resumed["test"]["loss"] == pytest.approx(uninterrupted["test"]["loss"], rel=1e-3)

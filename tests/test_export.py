@@ -246,7 +246,7 @@ def test_predict_on_empty_or_non_utf8_input(exported, tmp_path, capsys):
 
 def test_export_bad_input(run_dir, tmp_path, capsys):
     assert cli.main(["export", "--run", str(tmp_path)]) == 2
-    assert "holds no finished run" in capsys.readouterr().err
+    assert "it is not a kerasbert run directory (no config.json)" in capsys.readouterr().err
     root = tmp_path / "exports"
     assert cli.main(["export", "--run", run_dir, "--tflite", "int4", "--export-root", str(root)]) == 2
     assert "unknown TFLite format 'int4'" in capsys.readouterr().err

@@ -22,8 +22,8 @@ from tests.conftest import ROOT, TFDS_DIR, free_ports
 TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation-split", "0.2",
         "--max-test-examples", "16", "--max-seq-length", "32", "--batch-size", "8", "--eval-batch-size", "16",
         "--mixed-precision", "off", "--backup-every-steps", "1"]
-# With the tiny backbone, long enough to be stopped in the middle: 225 steps, a backup every 4.
-LONGER = [*TINY[:2], "--max-train-examples", "2000", "--max-seq-length", "64", "--validation-split", "0.1",
+# With the tiny backbone, long enough to be stopped in the middle: 135 steps, a backup every 4.
+LONGER = [*TINY[:2], "--max-train-examples", "1200", "--max-seq-length", "64", "--validation-split", "0.1",
           "--max-test-examples", "16", "--batch-size", "8", "--mixed-precision", "off", "--backup-every-steps", "4"]
 
 
@@ -172,7 +172,7 @@ def test_sigterm_writes_a_backup_at_the_current_step_and_the_same_command_resume
     while not state.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     first = json.loads(state.read_text())["global_step"]
-    time.sleep(1.5)  # a few steps past the first backup
+    time.sleep(0.5)  # a few steps past the first backup
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)

@@ -8,7 +8,8 @@ import pytest
 
 from kerasbert.job import cli, rundir
 from kerasbert.job.plots import precision_recall_curve
-from kerasbert.job.report import REPORT_FILE, TRAINING_CURVES_PNG, read_scalars
+from kerasbert.job.report import read_scalars
+from kerasbert.job.rundir import REPORT_FILE, TRAINING_CURVES_PNG
 from kerasbert.job.training import train_and_evaluate
 from kerasbert.monitoring import misclassified_table
 from kerasbert.texts import LabeledTexts

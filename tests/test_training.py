@@ -37,11 +37,11 @@ def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
     assert tuned.history["accuracy"][-1] >= 0.9
 
 
-def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
+def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path, tiny_hf_preset):
     # A learning rate this small leaves every prediction, so validation accuracy, unchanged.
     # Braces and brackets in the path: Keras formats checkpoint paths and glob reads brackets; neither may.
     config = tiny_config(tmp_path / "run {epoch} [1]", epochs=4, early_stopping_patience=1, learning_rate=1e-12,
-                         backup_every_steps=3)
+                         backup_every_steps=3, preset=tiny_hf_preset)
     metrics = train_and_evaluate(config)
     assert metrics["epochs_run"] == 2, "epoch 2 did not improve on epoch 1: the run stops there"
     assert metrics["optimizer_steps"] == 2 * 4
@@ -50,7 +50,8 @@ def test_early_stopping_ends_the_run_once_validation_stops_improving(tmp_path):
     assert os.listdir(os.path.dirname(config.output_dir)) == ["run"], "nothing beside an --output-dir of the user's"
     leftovers = [name for _, _, names in os.walk(config.output_dir) for name in names if name.startswith(".tmp-")]
     assert leftovers == [], "every temporary file was renamed into place"
-    with_patience = tiny_config(tmp_path / "patient", epochs=3, early_stopping_patience=0, learning_rate=1e-12)
+    with_patience = tiny_config(tmp_path / "patient", epochs=3, early_stopping_patience=0, learning_rate=1e-12,
+                                preset=tiny_hf_preset)
     assert train_and_evaluate(with_patience)["epochs_run"] == 3, "patience 0 never stops early"
 
 

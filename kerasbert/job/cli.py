@@ -90,7 +90,8 @@ def report_command(argv):
     parser.add_argument("run", help="A run directory, e.g. runs/latest.")
     args = parser.parse_args(argv)
     load_library()
-    from kerasbert.job.report import REPORT_FILE, write_report
+    from kerasbert.job.report import write_report
+    from kerasbert.job.rundir import REPORT_FILE
 
     print(write_report(args.run))
     print(f"written: {os.path.join(args.run, REPORT_FILE)}")
