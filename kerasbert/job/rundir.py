@@ -150,8 +150,7 @@ class RunDirectory(os.PathLike):
         check_can_create(self.path, "output directory")
         held = self.contents()
         if held and not overwrite:
-            raise KerasbertError(f"output directory {self.path} exists and is not empty (pass --overwrite to "
-                                 "replace it)")
+            raise KerasbertError(f"output directory {self.path} exists and is not empty (pass --overwrite to replace it)")
         foreign = foreign_entries(held)
         if foreign:
             raise KerasbertError(f"--overwrite replaces only a kerasbert run directory, and {self.path} also holds "
@@ -272,12 +271,13 @@ def choose_run_directory(config, task):
     run = run or RunDirectory(default_run_directory())
     if not task.is_chief:
         run = RunDirectory(f"{run.path.rstrip(os.sep)}.{task.name}")
-    restart = not run.has_backup() and run.left_before_first_backup(config)
+    has_backup = run.has_backup()
+    restart = not has_backup and run.left_before_first_backup(config)
     if restart and not config.resume:
         phase(f"{run} was interrupted before its first backup: starting it over")
-    if config.overwrite or not (run.has_backup() or config.resume):
+    if config.overwrite or not (has_backup or config.resume):
         run.check(config.overwrite or restart)
-    elif not run.has_backup():
+    elif not has_backup:
         raise KerasbertError(f"--resume: {run} has no backup to resume from (the run finished, "
                              "or never saved one)")
     else:
