@@ -8,7 +8,7 @@
 The package has three parts, and imports run one way, job -> deploy -> library:
 - the library (this package's modules): the tasks (`model`; `adaptation`, the masked LM
   that adapts a preset to a domain), their layers (`backbone`,
-  `fused_layers`), `preprocessing`, `presets`, data (`texts`, `data`), `optimizers`,
+  `fused_layers`), `preprocessing`, `presets`, data (`texts`, `data`, `splits`, `streaming`), `optimizers`,
   callbacks (`monitoring`, `progress`), `hardware`, `distribution`, `evaluation`, `files`;
 - deployment (`kerasbert.deploy`): TF Serving SavedModels, TFLite, parity, predict;
 - the command-line job (`kerasbert.job`): options, the `kerasbert` command, the run,
@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The public names, by the module that defines them.
 _MODULES = {
     "adaptation": ("ReviewMaskedLM", "save_adapted_preset"),
-    "data": ("evaluation_dataset", "load_splits", "load_unlabeled_texts", "read_tfds", "training_dataset"),
+    "data": ("evaluation_dataset", "load_unlabeled_texts", "read_tfds", "training_dataset"),
     "errors": ("KerasbertError",),
     "hardware": ("choose_precision", "detect_hardware"),
     "model": ("TextClassifier",),
@@ -46,6 +46,8 @@ _MODULES = {
     "preprocessing": ("ReviewPreprocessor",),
     "presets": ("DEFAULT_PRESET",),
     "progress": ("Throughput", "TimeEstimate"),
+    "splits": ("load_splits", "load_streamed_splits"),
+    "streaming": ("split_by_text_hash", "stream_labeled_texts", "streamed_batches", "survey"),
     "texts": ("LabeledTexts", "read_acl_imdb", "read_table"),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}

@@ -1,20 +1,19 @@
-"""The splits of a run and the `tf.data` pipelines that feed them to the model.
+"""The `tf.data` pipelines that feed texts to the model, and the tensorflow-datasets readers.
 
 Texts come from tensorflow-datasets (`read_tfds`), an aclImdb folder or
-tarball, or CSV/JSONL files (`kerasbert.texts`). Tokenization happens in the
-`tf.data` pipeline, not in the model: the model receives ready int32 tensors,
-which `tf.distribute` can split across replicas, and tokenizing the next
-batches overlaps with training on the current one.
+tarball, or CSV/JSONL files (`kerasbert.texts`); `kerasbert.splits` makes a
+run's splits of them. Tokenization happens in the `tf.data` pipeline, not in
+the model: the model receives ready int32 tensors, which `tf.distribute` can
+split across replicas, and tokenizing the next batches overlaps with training
+on the current one.
 
 Example:
 
->>> splits = load_splits("imdb_reviews", data_dir="../shared/data/tensorflow_datasets",
-...                      max_train_examples=100, max_test_examples=50)
->>> len(splits.train), len(splits.validation), len(splits.test), splits.class_names
-(90, 10, 50, ['neg', 'pos'])
+>>> train, test, class_names = read_tfds("imdb_reviews", data_dir="../shared/data/tensorflow_datasets")
+>>> len(train), len(test), class_names
+(25000, 25000, ['neg', 'pos'])
 """
 
-import dataclasses
 import functools
 import os
 
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert.errors import KerasbertError, first_line
-from kerasbert.texts import ACL_IMDB_CLASSES, LabeledTexts, read_acl_imdb, read_table
+from kerasbert.texts import LabeledTexts
 
 TOKEN_INPUTS = ("token_ids", "segment_ids", "padding_mask")
 # Batches are padded to a multiple of this many tokens, which bounds the number
@@ -32,53 +31,6 @@ PAD_TO_MULTIPLE_OF = 16
 # many batches, so a batch holds reviews of similar length yet the order of
 # batches stays random.
 BUCKET_WINDOW_BATCHES = 64
-
-
-@dataclasses.dataclass
-class Splits:
-    train: LabeledTexts
-    validation: LabeledTexts
-    test: LabeledTexts
-    class_names: list
-
-
-def load_splits(dataset="imdb_reviews", data_dir=None, train_file=None, test_file=None, validation_split=0.1,
-                max_train_examples=0, max_test_examples=0, seed=0, with_test=True):
-    """Train, validation (carved from train with `seed`) and test data.
-
-    The texts come from `train_file` and `test_file` (CSV or JSONL) when given,
-    else from `dataset`: an aclImdb folder or tarball, or a prepared tfds
-    dataset in `data_dir`. `max_*_examples` take seeded subsets (0: all).
-    Without `with_test` the test split is not read at all (its part is empty):
-    what chooses settings on validation must not see it.
-    """
-    if bool(train_file) != bool(test_file):
-        raise KerasbertError("a training file and a test file go together: give both")
-    if train_file:
-        train, class_names = read_table(train_file)
-        test = read_table(test_file, class_names)[0] if with_test else None
-    elif looks_like_path(dataset):
-        train, test = read_acl_imdb(dataset)
-        class_names = ACL_IMDB_CLASSES
-    elif with_test:
-        train, test, class_names = read_tfds(dataset, data_dir or None)
-    else:
-        train, class_names = read_tfds_split(dataset, data_dir or None, "train"), tfds_class_names(dataset, data_dir)
-    if not with_test:
-        test = LabeledTexts(np.array([], dtype=object), np.array([], np.int32))
-    if len(class_names) < 2:
-        raise KerasbertError(f"the training data has only one class ({class_names[0]}); a classifier needs two or more")
-    train = train.sample(max_train_examples, seed)
-    train, validation = train.split(validation_split, seed)
-    test = test.sample(max_test_examples, seed)
-    for name, part in (("training", train), ("test", test))[:2 if with_test else 1]:
-        if not len(part):
-            raise KerasbertError(f"the {name} split is empty")
-    return Splits(train, validation, test, list(class_names))
-
-
-def looks_like_path(dataset):
-    return os.sep in dataset or dataset.endswith((".tar.gz", ".tgz")) or os.path.exists(dataset)
 
 
 # --- tensorflow-datasets ---------------------------------------------------
@@ -183,8 +135,6 @@ def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True
     """
     texts, labels = tf.constant(list(data.texts), dtype=tf.string), tf.constant(data.labels)
     count, lengths = len(data), tf.strings.length(texts)
-    with tf.device("/cpu:0"):
-        passes_started = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False, name="passes_started")
 
     def epoch_batches(epoch):
         # Stateless shuffles: the order depends on (seed, epoch) only, never on a global seed.
@@ -197,10 +147,17 @@ def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True
         return dataset.map(lambda start: (tf.gather(texts, order[start:start + batch_size]),
                                           tf.gather(labels, order[start:start + batch_size])))
 
-    dataset = tf.data.Dataset.from_tensors(0).map(lambda _: passes_started.assign_add(1)).flat_map(epoch_batches)
+    dataset = each_pass_an_epoch(epoch_batches, first_epoch)
     # Keras reads the number of batches once, for every epoch: its progress bar and epoch ends need it.
     batches = max(-(-len(data) // batch_size) - skip_batches, 0)
     return tokenized(dataset.apply(tf.data.experimental.assert_cardinality(batches)), preprocessor, length_bucketing)
+
+
+def each_pass_an_epoch(epoch_batches, first_epoch=0):
+    """A dataset whose k-th pass (Keras starts one per epoch) yields `epoch_batches(first_epoch + k)`."""
+    with tf.device("/cpu:0"):
+        passes_started = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False, name="passes_started")
+    return tf.data.Dataset.from_tensors(0).map(lambda _: passes_started.assign_add(1)).flat_map(epoch_batches)
 
 
 def evaluation_dataset(data, preprocessor, batch_size, length_bucketing=True):
@@ -258,6 +215,12 @@ def trim_padding(features):
 # --- what a model is fed -------------------------------------------------
 
 
+def batch_count(dataset):
+    """The batches of a dataset or distributed dataset (0 when unknown or infinite)."""
+    cardinality = dataset.cardinality() if callable(dataset.cardinality) else dataset.cardinality
+    return max(int(cardinality), 0)
+
+
 def is_texts(x):
     """Whether `x` is raw texts: `LabeledTexts`, or a list or 1-D array of strings."""
     if isinstance(x, LabeledTexts):
@@ -272,7 +235,10 @@ def is_token_features(x):
 
 
 def is_token_dataset(x):
-    """Whether `x` is a `tf.data.Dataset` of token-id features (alone, or with labels)."""
+    """Whether `x` is a `tf.data.Dataset` of token-id features (alone, or with labels), or a
+    distributed dataset (only batches ready for the model are distributed)."""
+    if isinstance(x, tf.distribute.DistributedDataset):
+        return True
     if not isinstance(x, tf.data.Dataset):
         return False
     spec = x.element_spec

@@ -53,6 +53,11 @@ class Task:
     def name(self):
         return f"{self.type}-{self.index}"
 
+    @property
+    def rank(self):
+        """This process's place among the cluster's training processes, the chief first."""
+        return self.index + (self.type == "worker" and self.has_chief_job)
+
 
 def cluster_task(environ=os.environ):
     """Parse and check TF_CONFIG; without it, a single chief."""
@@ -105,14 +110,22 @@ def split_cpu(devices):
 def any_worker(strategy):
     """`agreed(flag)`: whether `flag` is true on any worker of `strategy`'s cluster, the same answer on
     every worker. A collective: every worker calls it at the same point of its program."""
-    @tf.function  # run eagerly, every call costs more and TensorFlow warns about it
-    def votes_for(vote):
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(vote)), axis=None)
+    every_replica = values_of_every_replica(strategy)
 
     def agreed(flag):
-        return bool(votes_for(tf.constant(1.0 if flag else 0.0)) > 0)
+        return bool(every_replica([1.0 if flag else 0.0]).max() > 0)
 
     return agreed
+
+
+def values_of_every_replica(strategy):
+    """`gathered(values)`: the list of numbers `values` of every replica of `strategy`'s cluster, one
+    row each, the same array on every worker. A collective, as `any_worker`."""
+    @tf.function  # run eagerly, every call costs more and TensorFlow warns about it
+    def gathered(values):
+        return strategy.gather(strategy.run(lambda: tf.identity(values)[tf.newaxis]), axis=0)
+
+    return lambda values: gathered(tf.constant(values, tf.float64)).numpy()
 
 
 def tpu_attached(environ=os.environ):

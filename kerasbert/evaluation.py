@@ -67,7 +67,12 @@ def words_in(text):
 
 def accuracy_by_length(texts, labels, probabilities, edges=LENGTH_BINS):
     """Accuracy within bins of text length in words (empty bins left out)."""
-    words = np.array([words_in(text) for text in texts])
+    return accuracy_by_words(np.array([words_in(text) for text in texts]), labels, probabilities, edges)
+
+
+def accuracy_by_words(words, labels, probabilities, edges=LENGTH_BINS):
+    """`accuracy_by_length` from each text's length in words."""
+    words = np.asarray(words)
     correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)
     bins = []
     for low, high in zip((0, *edges), (*edges, None)):

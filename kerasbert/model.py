@@ -177,9 +177,9 @@ class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
                 validation_data = self.evaluation_batches(validation_data)
             elif validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
                 validation_data = self.evaluation_batches(*validation_data[:2])
-        if isinstance(x, tf.data.Dataset):
+        if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
             shuffle = False  # a dataset orders itself; Keras would only warn that it ignores `shuffle`
-            steps = steps_per_epoch or max(int(x.cardinality()), 0)
+            steps = steps_per_epoch or data.batch_count(x)
         else:
             steps = steps_per_epoch or -(-len(keras.tree.flatten(x)[0]) // (batch_size or 32))
         learn_training_length(self.optimizer, epochs * steps)

@@ -101,6 +101,7 @@ class Throughput(keras.callbacks.Callback):
         self.train_seconds, self.trained_sequences = seconds, sequences
         self.skipped_batches = skipped_batches
         self.epoch_sequences, self.steps, self.started, self.paused = 0, 0, None, None
+        self.first_step_ended = None  # time.perf_counter() at the end of this process's first step
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.paused, self.steps = time.perf_counter(), None, 0
@@ -109,6 +110,7 @@ class Throughput(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
+        self.first_step_ended = self.first_step_ended or time.perf_counter()
 
     def on_test_begin(self, logs=None):
         self.paused = time.perf_counter()

@@ -17,27 +17,34 @@ Example (the file could hold millions of rows):
 """
 
 import csv
+import dataclasses
 import glob
-import gzip
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
-from kerasbert import data
-from kerasbert.errors import KerasbertError
+from kerasbert import data, distribution
+from kerasbert.errors import KerasbertError, first_line
+from kerasbert.texts import lines_of, table_rows
 
 FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None}
 HASH_BUCKETS = 10_000
-# Texts are batched with others of similar length: words (before tokenizing) in steps of 12, about
-# the 16 tokens a batch's width is rounded to (coarser steps padded enough to train 10% slower).
-WORD_BOUNDARIES = list(range(12, 400, 12))
+# Texts are batched with others of similar length: bytes in steps of 64, about 12 words or the 16
+# tokens a batch's width is rounded to (coarser steps padded enough to train 10% slower). Bytes, not
+# words: `survey` measures every row of the file, and splitting into words made that pass 2.5x slower.
+LENGTH_BOUNDARIES = list(range(64, 2240, 64))
+BLOCK = 1024  # rows labeled by one lookup
+SURVEY_BLOCK = 65_536  # rows a survey step reads
 
 
 def streamed_files(source):
-    """The files a source names: one file, every CSV/TSV/JSONL(.gz) file of a folder, or a glob
-    (sorted: the same order on every worker)."""
-    if os.path.isdir(source):
+    """The files a source names: one file, every CSV/TSV/JSONL(.gz) file of a folder, a glob, or a
+    list of files (sorted: the same order on every worker)."""
+    if isinstance(source, (list, tuple)):
+        found = list(source)
+    elif os.path.isdir(source):
         found = [os.path.join(source, name) for name in os.listdir(source) if file_format(name)[0]]
     else:
         found = [source] if os.path.isfile(source) else glob.glob(source)
@@ -58,24 +65,18 @@ def file_format(path):
     return (suffix if suffix in FORMATS else ""), gzipped
 
 
-def open_text(path):
-    return gzip.open(path, "rt", encoding="utf-8", newline="") if path.endswith(".gz") else \
-        open(path, encoding="utf-8", newline="")
-
-
 def header_columns(path, text_column, label_column):
     """The indices of the text and label columns in a CSV/TSV file's header."""
-    with open_text(path) as file:
-        header = next(csv.reader(file, delimiter=FORMATS[file_format(path)[0]]), [])
+    with lines_of(path, "data file") as lines:
+        header = next(csv.reader(lines, delimiter=FORMATS[file_format(path)[0]]), [])
     missing = [name for name in (text_column, label_column) if name not in header]
     if missing:
         raise KerasbertError(f"{path}: the header has no column {missing[0]!r} (it has {', '.join(header) or 'none'})")
     return [header.index(text_column), header.index(label_column)]
 
 
-def stream_labeled_texts(source, class_names, text_column="text", label_column="label"):
-    """(text, class index) pairs of every row of `source`'s files, file after file. A label that
-    is not one of `class_names` stops the iteration with an error naming it."""
+def stream_rows(source, text_column="text", label_column="label"):
+    """(text, label as written) string pairs of every row of `source`'s files, file after file."""
     paths = streamed_files(source)
     formats = {file_format(path) for path in paths}
     if len(formats) > 1:
@@ -95,21 +96,48 @@ def stream_labeled_texts(source, class_names, text_column="text", label_column="
     else:
         def rows_of(path):
             lines = tf.data.TextLineDataset(path, compression_type=compression)
-            return lines.map(lambda line: tf.numpy_function(json_fields(text_column, label_column), [line],
-                                                            [tf.string, tf.string], stateful=False))
+            fields = json_fields(text_column, label_column)
+            return lines.map(lambda line: tuple(tf.ensure_shape(field, []) for field in tf.numpy_function(
+                fields, [line], [tf.string, tf.string], stateful=False)))
     files = tf.data.Dataset.from_tensor_slices(paths)
-    rows = files.interleave(rows_of, cycle_length=1, num_parallel_calls=1, deterministic=True)
+    return files.interleave(rows_of, cycle_length=1, num_parallel_calls=1, deterministic=True)
+
+
+def stream_labeled_texts(source, class_names, text_column="text", label_column="label"):
+    """(text, class index) pairs of every row of `source`'s files, file after file. A label that
+    is not one of `class_names` stops the iteration with an error naming it."""
+    return labeled(stream_rows(source, text_column, label_column), class_names)
+
+
+def labeled(rows, class_names):
+    """(text, label string) rows as (text, index of the label in `class_names`) rows."""
     table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         tf.constant([str(name) for name in class_names]), tf.range(len(class_names), dtype=tf.int32)), -1)
 
-    def labeled(text, label):
-        index = table.lookup(label)
-        known = tf.debugging.Assert(index >= 0, [f"a label is not one of the class names ({', '.join(map(str, class_names))}):",
-                                                 label])
+    def to_indices(texts, labels):  # a block of rows at a time: one op per row would cost a minute per million
+        indices = table.lookup(labels)
+        known = tf.debugging.Assert(tf.reduce_all(indices >= 0), [
+            f"a label is not one of the class names ({', '.join(map(str, class_names))}):",
+            tf.boolean_mask(labels, indices < 0)[:1]])
         with tf.control_dependencies([known]):
-            return text, tf.identity(index)
+            return texts, tf.identity(indices)
 
-    return rows.map(labeled).with_options(data.pipeline_options())
+    return rows.batch(BLOCK).map(to_indices).unbatch().with_options(data.pipeline_options())
+
+
+def unreadable(source, error, text_column="text", label_column="label"):
+    """The `KerasbertError` for a stream of `source` that failed with `error` (TensorFlow's readers
+    name a record, not a file): the file and line of the first row Python's readers refuse, else
+    TensorFlow's message."""
+    paths = streamed_files(source) if os.path.exists(source) or glob.glob(source) else []
+    try:
+        for path in paths:
+            with lines_of(path, "data file") as lines:
+                for _ in table_rows(lines, path, FORMATS[file_format(path)[0]], (text_column, label_column)):
+                    pass
+    except KerasbertError as refused:
+        return refused
+    return KerasbertError(f"{source} cannot be read ({first_line(error)})")
 
 
 def json_fields(text_column, label_column):
@@ -135,15 +163,112 @@ def split_by_text_hash(rows, validation_fraction):
 
 def count_rows(rows):
     """The number of rows, counted in one streaming pass."""
-    return rows.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1)
+    return rows.batch(SURVEY_BLOCK).reduce(tf.constant(0, tf.int64), lambda count, block: count + tf.cast(
+        tf.shape(block[0])[0], tf.int64))
 
 
-def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000):
-    """Tokenized training batches: rows shuffled within a buffer (seeded, a new order every epoch),
-    grouped with rows of similar length, padding trimmed. Their number is not known ahead, so
-    give the optimizer's schedule its length: `adamw_with_warmup(total_steps=...)`, e.g.
-    epochs x `count_rows(rows)` / `batch_size` (each length group ends an epoch with a short batch)."""
-    shuffled = rows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    batched = shuffled.bucket_by_sequence_length(
-        lambda text, label: tf.size(tf.strings.split(text)), WORD_BOUNDARIES, [batch_size] * (len(WORD_BOUNDARIES) + 1))
-    return data.tokenized(batched, preprocessor, trim=True)
+@dataclasses.dataclass
+class Survey:
+    """What one pass over a stream of (text, label) rows found: each label's rows, and the rows
+    of the training part (`split_by_text_hash`'s) and validation part, the former by length group."""
+
+    labels: dict
+    validation: int
+    train_by_length: np.ndarray
+
+    @property
+    def train(self):
+        return int(self.train_by_length.sum())
+
+    def batches_per_epoch(self, batch_size):
+        """The batches `streamed_batches` makes of the training part in one epoch: one short batch per length group."""
+        return int(sum(-(-count // batch_size) for count in self.train_by_length))
+
+
+def survey(rows, validation_fraction=0.0):
+    """Count, in one streaming pass of large blocks, the labels of `rows` (strings or integers) and
+    the rows `split_by_text_hash(rows, validation_fraction)` sends each way."""
+    cut = int(round(validation_fraction * HASH_BUCKETS))
+
+    def measured(texts, labels):
+        return labels, tf.strings.to_hash_bucket_fast(texts, HASH_BUCKETS) < cut, tf.strings.length(texts)
+
+    labels, validation, by_length = {}, 0, np.zeros(len(LENGTH_BOUNDARIES) + 1, np.int64)
+    blocks = rows.batch(SURVEY_BLOCK).map(measured).prefetch(1).with_options(data.pipeline_options())
+    for block_labels, held_out, lengths in blocks.as_numpy_iterator():
+        for label, count in zip(*np.unique(block_labels, return_counts=True)):
+            labels[label] = labels.get(label, 0) + int(count)
+        validation += int(held_out.sum())
+        by_length += np.bincount(np.searchsorted(LENGTH_BOUNDARIES, lengths[~held_out], side="right"),
+                                 minlength=len(by_length))
+    return Survey(labels, validation, by_length)
+
+
+def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000, batches_per_epoch=None,
+                     first_epoch=0, skip_batches=0):
+    """Tokenized training batches: rows shuffled within a buffer, grouped with rows of similar
+    length, padding trimmed. Each pass is an epoch whose order is a function of (seed, epoch)
+    alone, as `data.training_dataset`'s: the k-th pass is epoch `first_epoch + k`, and
+    `skip_batches` leaves out an epoch's first batches without tokenizing them (a resumed run
+    goes on with exactly the batches an uninterrupted one would see). Give `batches_per_epoch`
+    (`survey(rows).batches_per_epoch(batch_size)`) and Keras knows an epoch's length; give the
+    optimizer's schedule the run's (`adamw_with_warmup(total_steps=epochs * batches_per_epoch)`).
+    Build it outside a `strategy.scope()`."""
+    def epoch_batches(epoch):
+        shuffled = rows.shuffle(shuffle_buffer, seed=seed * 1_000_003 + tf.cast(epoch, tf.int64) + 1,
+                                reshuffle_each_iteration=False)
+        return shuffled.bucket_by_sequence_length(
+            lambda text, label: tf.strings.length(text), LENGTH_BOUNDARIES,
+            [batch_size] * (len(LENGTH_BOUNDARIES) + 1)).skip(skip_batches)
+
+    batches = data.each_pass_an_epoch(epoch_batches, first_epoch)
+    if batches_per_epoch is not None:
+        batches = batches.apply(tf.data.experimental.assert_cardinality(max(batches_per_epoch - skip_batches, 0)))
+    return data.tokenized(batches, preprocessor, trim=True)
+
+
+@dataclasses.dataclass
+class Shard:
+    """One worker's share of a multi-worker run's streamed training data: every `count`-th file
+    from its `index` (or every `count`-th row where there are fewer files than workers), batched
+    per replica. The workers agree on the steps of an epoch through `strategy` (the fewest any
+    of them has), so each stops where the others do."""
+
+    index: int
+    count: int
+    strategy: tf.distribute.Strategy
+
+    def of(self, source):
+        """(this worker's rows of `source`'s files, what it reads, in words)."""
+        paths = streamed_files(source)
+        if len(paths) >= self.count:
+            mine = paths[self.index::self.count]
+            return stream_rows(mine), f"{len(mine)} of {len(paths)} files"
+        return stream_rows(source).shard(self.count, self.index), f"every {self.count}th row"
+
+    def fewest(self, count):
+        """The smallest `count` of any worker (a collective: every worker calls it at the same point)."""
+        return int(distribution.values_of_every_replica(self.strategy)([count]).min())
+
+    def per_replica(self, batch_size):
+        return batch_size // self.strategy.num_replicas_in_sync
+
+    @property
+    def replicas_here(self):
+        return self.strategy.num_replicas_in_sync // self.count
+
+    def steps(self, batches):
+        """The steps of an epoch every worker can take, this worker having `batches` per-replica batches."""
+        return self.fewest(batches // self.replicas_here)
+
+    def distributed(self, batches, steps):
+        """`batches` (per replica) cut to `steps` and fed to this worker's replicas as they are."""
+        local = batches.take(steps).apply(tf.data.experimental.assert_cardinality(steps))
+        local = local.with_options(off_sharding())
+        return self.strategy.distribute_datasets_from_function(lambda context: local)
+
+
+def off_sharding():
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return options

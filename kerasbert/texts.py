@@ -13,7 +13,9 @@ Example:
 (['neg', 'pos'], [1, 0, 1])
 """
 
+import contextlib
 import csv
+import gzip
 import dataclasses
 import io
 import json
@@ -131,6 +133,26 @@ def read_file_text(path, what="input file"):
         return decode_text(file.read(), path)
 
 
+@contextlib.contextmanager
+def lines_of(path, what="input file"):
+    """The lines of a UTF-8 file, plain or gzip, decoded as they are read (only "\n" ends one,
+    a byte-order mark is dropped): memory stays flat however long the file. A missing file or
+    bad bytes give one-line errors naming the line."""
+    if not os.path.isfile(path):
+        raise KerasbertError(f"{what} {path} does not exist")
+    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as file:
+        yield decoded_lines(file, path)
+
+
+def decoded_lines(file, path):
+    for number, line in enumerate(file, start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise KerasbertError(f"{path}: line {number} is not valid UTF-8 (byte {error.start})") from None
+        yield text.removeprefix("\ufeff") if number == 1 else text
+
+
 def decode_text(data, where):
     """UTF-8 bytes as text, without a byte-order mark."""
     try:
@@ -182,13 +204,17 @@ def read_rows(path, required, what="input file"):
     if suffix not in TABLE_SUFFIXES:
         raise KerasbertError(f"{path}: unknown file type (expected .csv, .tsv or .jsonl)")
     content = read_file_text(path, what)
-    delimiter = TABLE_SUFFIXES[suffix]
-    rows = delimited_rows(content, path, delimiter, required) if delimiter else json_lines(content, path, required)
-    return list(rows)
+    return list(table_rows(io.StringIO(content, newline=""), path, TABLE_SUFFIXES[suffix], required))
 
 
-def delimited_rows(content, path, delimiter, required):
-    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter=delimiter, restval=None)
+def table_rows(file, path, delimiter, required):
+    """(line number, row) pairs of a text file's lines (an open file, or `lines_of`): delimited by
+    `delimiter`, or JSON Lines for None; a row `read_rows` would refuse raises `KerasbertError`."""
+    return delimited_rows(file, path, delimiter, required) if delimiter else json_lines(file, path, required)
+
+
+def delimited_rows(file, path, delimiter, required):
+    reader = csv.DictReader(file, delimiter=delimiter, restval=None)
     missing = set(required) - set(reader.fieldnames or ())
     if missing:
         raise KerasbertError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
@@ -202,9 +228,9 @@ def delimited_rows(content, path, delimiter, required):
         raise KerasbertError(f"{path}: line {reader.line_num} is not valid CSV ({error})") from None
 
 
-def json_lines(content, path, required):
-    # Split on newlines only: JSON strings may hold U+2028 or U+0085, which splitlines() breaks on.
-    for line, raw in enumerate(content.split("\n"), start=1):
+def json_lines(file, path, required):
+    # A file's lines end at newlines only: JSON strings may hold U+2028 or U+0085, which splitlines() breaks on.
+    for line, raw in enumerate(file, start=1):
         if not raw.strip():
             continue
         try:

@@ -4,6 +4,7 @@ import inspect
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ ACL_IMDB_TARBALL = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
 # A test needs ../shared/data when it uses one of these fixtures or names; such a test is also
 # slow, like every test on the real weights: `pytest -m "not slow"` runs the fast tier.
 DATA_FIXTURES = {"tfds_dir", "real_reviews", "small_acl_imdb", "finished_run", "tfds_splits", "run_dir", "exported",
-                 "server", "readme_project"}
+                 "server", "readme_project", "train"}
 DATA_NAMES = ("TFDS_DIR", "ACL_IMDB_TARBALL", "tiny_config", "TINY", "run_example")
 WEIGHTS_FIXTURES = {"preset_path"}
 
@@ -197,3 +198,41 @@ def tiny_hf_preset(tmp_path_factory, preset_path):
                                              hidden_dim=16, intermediate_dim=32, max_sequence_length=128)
     save_file(dict(weight_map(backbone)), str(folder / "model.safetensors"), metadata={"format": "pt"})
     return str(folder)
+
+
+def kill_after_backup(processes, run, step, timeout=600):
+    """SIGKILL `processes` (training `run`) once its backup has reached `step`; the backup's state."""
+    state_file = pathlib.Path(run) / "backup" / "state.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and processes[0].poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text())["global_step"] >= step:
+            break
+        time.sleep(0.02)
+    for process in processes:
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    return json.loads(state_file.read_text())
+
+
+# Deterministic tiny runs: no dropout anywhere, float32, no clipping (Keras clips
+# per replica before the all-reduce, so clipping alone would tell strategies apart).
+TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation-split", "0.2",
+        "--max-test-examples", "16", "--max-seq-length", "32", "--batch-size", "8", "--eval-batch-size", "16",
+        "--dropout", "0", "--backbone-dropout", "0", "--clip-norm", "0", "--mixed-precision", "off",
+        "--log-every-steps", "1"]
+
+
+@pytest.fixture
+def train(tiny_backbone):
+    """`train(output_dir, *options)`: a tiny run of `train.py` in a fresh process; its output."""
+    def run(output_dir, *options, env=None, wait=True):
+        command = [sys.executable, "train.py", "--output-dir", str(output_dir), *TINY, *tiny_backbone, *options]
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **(env or {})})
+        if not wait:
+            return process
+        output, _ = process.communicate(timeout=600)
+        assert process.returncode == 0, output[-3000:]
+        return output
+
+    return run

@@ -15,6 +15,7 @@ import pytest
 
 from kerasbert import data
 from kerasbert.adaptation import ReviewMaskedLM, hugging_face_tensors, save_adapted_preset
+from kerasbert.splits import load_splits
 from kerasbert.errors import KerasbertError
 from kerasbert.job.adapting import adapt
 from kerasbert.job.config import AdaptConfig, TrainConfig
@@ -106,7 +107,7 @@ def test_adapting_never_reads_the_test_split_and_neither_does_the_sweep(tiny_hf_
         return real(name, data_dir, split)
 
     monkeypatch.setattr(data, "read_tfds_split", spy)
-    data.load_splits(data_dir=str(TFDS_DIR), max_train_examples=10, max_test_examples=10)
+    load_splits(data_dir=str(TFDS_DIR), max_train_examples=10, max_test_examples=10)
     assert "test" in read  # the spy sees a run's final report read it
 
     read.clear()
@@ -122,7 +123,7 @@ def test_adapting_never_reads_the_test_split_and_neither_does_the_sweep(tiny_hf_
 
 def test_the_texts_to_adapt_on_leave_out_validation_and_refuse_test():
     texts = data.load_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("train",), validation_split=0.1, seed=42)
-    splits = data.load_splits(data_dir=str(TFDS_DIR), validation_split=0.1, seed=42, with_test=False)
+    splits = load_splits(data_dir=str(TFDS_DIR), validation_split=0.1, seed=42, with_test=False)
     assert sorted(texts.texts) == sorted(splits.train.texts)  # train.py's training part: its validation left out
     with pytest.raises(KerasbertError, match="would leak it into every test score"):
         data.load_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("unsupervised", "test"))

@@ -12,8 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_distribution import TINY
+from tests.conftest import ROOT, TINY
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 from kill_points import unwhole_files  # noqa: E402

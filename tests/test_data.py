@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from kerasbert import data
 from kerasbert.errors import KerasbertError
+from kerasbert.splits import load_splits
 from kerasbert.job import cli
 from kerasbert.preprocessing import ReviewPreprocessor
 from kerasbert.texts import read_acl_imdb, read_table
@@ -15,7 +16,7 @@ from tests.conftest import ACL_IMDB_TARBALL, TFDS_DIR
 
 @pytest.fixture(scope="module")
 def tfds_splits():
-    return data.load_splits(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30)
+    return load_splits(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30)
 
 
 def test_tfds_imdb_gives_seeded_disjoint_train_and_validation(tfds_splits):
@@ -23,14 +24,14 @@ def test_tfds_imdb_gives_seeded_disjoint_train_and_validation(tfds_splits):
     assert tfds_splits.class_names == ["neg", "pos"]
     assert set(tfds_splits.train.texts).isdisjoint(tfds_splits.validation.texts)
     assert set(np.unique(tfds_splits.test.labels)) <= {0, 1}
-    again = data.load_splits(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30)
+    again = load_splits(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30)
     assert list(again.validation.texts) == list(tfds_splits.validation.texts)
-    other_seed = data.load_splits(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30, seed=7)
+    other_seed = load_splits(data_dir=str(TFDS_DIR), max_train_examples=60, max_test_examples=30, seed=7)
     assert list(other_seed.validation.texts) != list(tfds_splits.validation.texts)
 
 
 def test_validation_comes_from_train_and_test_stays_apart():
-    full = data.load_splits(data_dir=str(TFDS_DIR))
+    full = load_splits(data_dir=str(TFDS_DIR))
     assert (len(full.train), len(full.validation), len(full.test)) == (22500, 2500, 25000)
     train_text, test_text = data.read_tfds("imdb_reviews", str(TFDS_DIR))[:2]
     assert sorted(full.train.texts.tolist() + full.validation.texts.tolist()) == sorted(train_text.texts.tolist())
@@ -78,7 +79,7 @@ def test_jsonl_with_integer_labels(tmp_path, real_reviews):
 
 def test_csv_train_and_test_files_train_a_three_class_split(tmp_path, real_reviews):
     rows = [(text, ["bad", "good", "meh"][i % 3]) for i, (text, _) in enumerate(real_reviews)]
-    splits = data.load_splits(train_file=write_csv(tmp_path / "train.csv", rows[:30]),
+    splits = load_splits(train_file=write_csv(tmp_path / "train.csv", rows[:30]),
                               test_file=write_csv(tmp_path / "test.csv", rows[30:]), validation_split=0.2)
     assert splits.class_names == ["bad", "good", "meh"]
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (24, 6, 10)
@@ -125,7 +126,7 @@ def test_test_labels_must_be_training_classes(tmp_path):
     train = write_csv(tmp_path / "train.csv", [("good", "pos"), ("bad", "neg")])
     test = write_csv(tmp_path / "test.csv", [("so so", "neutral")])
     with pytest.raises(KerasbertError, match="label 'neutral', which is not one of the classes neg, pos"):
-        data.load_splits(train_file=train, test_file=test)
+        load_splits(train_file=train, test_file=test)
 
 
 def test_missing_or_empty_data_dir_and_missing_split(tmp_path):
@@ -240,10 +241,10 @@ def test_pipelines_run_without_tf_data_autotuning(preset_path, tfds_splits):
     ("huge.csv", "text\n" + "x" * 200_000 + "\n", [(2, None, "x" * 200_000)]),
 ])
 def test_predict_input_keeps_each_text_tied_to_its_line(tmp_path, name, content, expected):
-    from kerasbert.deploy.predict import read_texts
+    from kerasbert.deploy.predict import InputTexts
 
     (tmp_path / name).write_bytes(content.encode("utf-8"))
-    assert read_texts(str(tmp_path / name)) == expected
+    assert list(InputTexts(str(tmp_path / name))) == expected
 
 
 @pytest.mark.parametrize("name, content, message", [
@@ -253,11 +254,11 @@ def test_predict_input_keeps_each_text_tied_to_its_line(tmp_path, name, content,
     ("empty.txt", "\n\n", "holds no texts"),
 ])
 def test_predict_input_that_cannot_be_matched_to_rows_is_refused(tmp_path, name, content, message):
-    from kerasbert.deploy.predict import read_texts
+    from kerasbert.deploy.predict import InputTexts
 
     (tmp_path / name).write_text(content)
     with pytest.raises(KerasbertError, match=message):
-        read_texts(str(tmp_path / name))
+        InputTexts(str(tmp_path / name))
 
 
 def test_apple_double_files_are_not_reviews(small_acl_imdb, tmp_path):

@@ -19,31 +19,7 @@ from kerasbert.distribution import Task, cluster_task
 from kerasbert.job import cli
 from kerasbert.job.config import TrainConfig
 from kerasbert.job.report import read_scalars
-from tests.conftest import ROOT, TFDS_DIR, free_ports
-
-# Deterministic tiny runs: no dropout anywhere, float32, no clipping (Keras clips
-# per replica before the all-reduce, so clipping alone would tell strategies apart).
-TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation-split", "0.2",
-        "--max-test-examples", "16", "--max-seq-length", "32", "--batch-size", "8", "--eval-batch-size", "16",
-        "--dropout", "0", "--backbone-dropout", "0", "--clip-norm", "0", "--mixed-precision", "off",
-        "--log-every-steps", "1"]
-
-
-@pytest.fixture
-def train(tiny_backbone):
-    """`train(output_dir, *options)`: a tiny run of `train.py` in a fresh process; its output."""
-    def run(output_dir, *options, env=None, wait=True):
-        command = [sys.executable, "train.py", "--output-dir", str(output_dir), *TINY, *tiny_backbone, *options]
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   env={**os.environ, **(env or {})})
-        if not wait:
-            return process
-        output, _ = process.communicate(timeout=600)
-        assert process.returncode == 0, output[-3000:]
-        return output
-
-    return run
-
+from tests.conftest import ROOT, TINY, free_ports, kill_after_backup
 
 def step_losses(run_dir):
     steps, values = read_scalars(os.path.join(run_dir, "logs", "train"))["batch_loss"]
@@ -114,16 +90,7 @@ def test_a_killed_run_resumes_mid_epoch_and_ends_like_an_uninterrupted_one(tmp_p
     train(tmp_path / "uninterrupted", *options)
 
     run = tmp_path / "killed"
-    process = train(run, *options, wait=False)
-    state_file = run / "backup" / "state.json"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and process.poll() is None:
-        if state_file.exists() and json.loads(state_file.read_text())["global_step"] >= 2:
-            break
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.communicate(timeout=60)
-    state = json.loads(state_file.read_text())
+    state = kill_after_backup([train(run, *options, wait=False)], run, step=2)
     assert state["epoch"] == 0 and 0 < state["step_in_epoch"] < 20, f"kill landed outside epoch 1: {state}"
     assert not (run / "metrics.json").exists()
 

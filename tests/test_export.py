@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kerasbert.deploy import export, parity, tflite
+from kerasbert.splits import load_splits
 from kerasbert.deploy.predict import load_predictor
 from kerasbert.job import cli
 from kerasbert.job.training import train_and_evaluate
@@ -254,12 +255,11 @@ def test_export_bad_input(run_dir, tmp_path, capsys):
 
 
 def test_tflite_tokenizer_matches_the_kerashub_preprocessor_on_real_reviews(preset_path):
-    from kerasbert import data
     from kerasbert.preprocessing import ReviewPreprocessor
     from tests.conftest import TFDS_DIR
 
     preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=128, truncation="head+tail")
-    reviews = data.load_splits(data_dir=str(TFDS_DIR), max_train_examples=10, max_test_examples=300).test.texts.tolist()
+    reviews = load_splits(data_dir=str(TFDS_DIR), max_train_examples=10, max_test_examples=300).test.texts.tolist()
     accented = ["Amélie and Zoë were naïve; Björk's Selma in Dancer in the Dark is a tour de force.",
                 "CRÈME BRÛLÉE, Señor Almodóvar: déjà vu."]
     assert tflite.tokenizer_mismatches(preprocessor, accented) == []

@@ -134,3 +134,22 @@ def test_a_run_directory_reads_its_config_and_metrics_with_one_line_errors(tmp_p
         run.finished_run("report on")
     (tmp_path / "run" / "metrics.json").write_text('{"test": {"accuracy": 0.5}}')
     assert run.finished_run("export")[1] == {"test": {"accuracy": 0.5}}
+
+
+def test_a_backup_keeps_the_one_before_until_the_next_is_written(tmp_path):
+    import keras
+
+    from kerasbert.job.resume import Backup, RunState
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = Backup(str(tmp_path / "backup"))
+    for step in (2, 4, 6):
+        model.optimizer.iterations.assign(step)
+        backup.save(model, RunState(global_step=step))
+    assert backup.held_steps() == [6, 4]
+    assert sorted(path.name for path in (tmp_path / "backup").iterdir()) == [
+        "previous-state.json", "state.json", "step-00000004.weights.h5", "step-00000006.weights.h5"]
+    assert backup.restore(model, 4).global_step == 4 and int(model.optimizer.iterations.numpy()) == 4
+    (tmp_path / "backup" / "step-00000006.weights.h5").unlink()  # killed while writing it
+    assert backup.held_steps() == [4]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert import data, files
+from kerasbert import files
 from kerasbert.job import cli, rundir
+from kerasbert.splits import load_splits
 from kerasbert.job.config import TrainConfig
 from kerasbert.job.report import read_scalars
 from kerasbert.job.training import ResumableJob, fine_tune, train_and_evaluate
@@ -30,7 +31,7 @@ def test_warmup_then_linear_decay():
 def test_loss_falls_on_a_tiny_set_it_can_overfit(tmp_path, preset_path):
     config = tiny_config(tmp_path, max_train_examples=16, validation_split=0.0, epochs=8, learning_rate=3e-4,
                          warmup_ratio=0.0, dropout=0.0)
-    splits = data.load_splits(**config.data_options())
+    splits = load_splits(**config.data_options())
     tuned = fine_tune(ResumableJob(config, config.output_dir), splits)
     losses = tuned.history["loss"]
     assert losses[-1] < 0.5 * losses[0], losses
@@ -79,7 +80,7 @@ def test_run_directory_holds_config_metrics_model_and_plot(finished_run):
 def test_saved_model_reproduces_the_reported_test_accuracy(finished_run):
     config, metrics = finished_run
     classifier = load_classifier(os.path.join(config.output_dir, "model.keras"))
-    test = data.load_splits(**config.data_options()).test
+    test = load_splits(**config.data_options()).test
     probabilities = classifier.predict(test.texts.astype(str), verbose=0)
     accuracy = np.mean(np.argmax(probabilities, axis=1) == test.labels)
     assert accuracy == pytest.approx(metrics["test"]["accuracy"])

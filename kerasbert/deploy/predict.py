@@ -6,6 +6,7 @@ gives one dict per text: the text, its most likely label and that label's
 probability.
 """
 
+import itertools
 import json
 import os
 
@@ -88,44 +89,67 @@ def load_predictor(path):
     raise KerasbertError(f"{path}: unknown model type (expected .keras, .tflite or a SavedModel folder)")
 
 
-def read_texts(path):
+class InputTexts:
     """(line number, id or None, text) of every row of a .txt (one text a line: only "\n" ends
     one, so a form feed is part of its text), .csv/.tsv (`text` column, optional `id`) or .jsonl
-    (`text` field, optional `id`) file. Blank texts are kept (as rows without a prediction), so
-    the output has one row per input row."""
-    from kerasbert.texts import TABLE_SUFFIXES, read_file_text, read_rows
+    (`text` field, optional `id`) file, plain or gzip. Blank texts are kept (as rows without a
+    prediction), so the output has one row per input row. Each pass reads the file from disk,
+    so memory stays flat however long it is; the first, on construction, checks and counts every row."""
 
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix != ".txt" and suffix not in TABLE_SUFFIXES:
-        raise KerasbertError(f"{path}: unknown file type (expected .txt, .csv, .tsv or .jsonl)")
-    if suffix == ".txt":
-        content = read_file_text(path)
-        lines = content.removesuffix("\n").split("\n") if content else []
-        records = [(number, None, line.removesuffix("\r")) for number, line in enumerate(lines, start=1)]
-    else:
-        records = [(number, row.get("id"), row["text"]) for number, row in read_rows(path, ("text",))]
-    for number, _, text in records:
-        if not isinstance(text, str):
-            raise KerasbertError(f"{path}: line {number} has a text that is not a string")
-    if not any(text.strip() for _, _, text in records):
-        raise KerasbertError(f"input file {path} holds no texts")
-    return records
+    def __init__(self, path):
+        from kerasbert.texts import TABLE_SUFFIXES
+
+        suffix = os.path.splitext(path.removesuffix(".gz"))[1].lower()
+        if suffix != ".txt" and suffix not in TABLE_SUFFIXES:
+            raise KerasbertError(f"{path}: unknown file type (expected .txt, .csv, .tsv or .jsonl, gzipped or not)")
+        self.path, self.suffix = path, suffix
+        self.rows = self.texts = 0
+        for number, _, text in self:
+            if not isinstance(text, str):
+                raise KerasbertError(f"{path}: line {number} has a text that is not a string")
+            self.rows, self.texts = self.rows + 1, self.texts + bool(text.strip())
+        if not self.texts:
+            raise KerasbertError(f"input file {path} holds no texts")
+
+    def __len__(self):
+        return self.rows
+
+    def __iter__(self):
+        from kerasbert.texts import TABLE_SUFFIXES, lines_of, table_rows
+
+        with lines_of(self.path) as lines:
+            if self.suffix == ".txt":
+                rows = ((number, {"text": line.removesuffix("\n").removesuffix("\r")})
+                        for number, line in enumerate(lines, start=1))
+            else:
+                rows = table_rows(lines, self.path, TABLE_SUFFIXES[self.suffix], ("text",))
+            for number, row in rows:
+                yield number, row.get("id"), row["text"]
+
+
+def predictions(predictor, records, batch_size=64):
+    """(line, id, row of `Predictor.predict`) for each of `records` ((line, id, text) triples, e.g.
+    `InputTexts`), `batch_size` texts a model call; a blank text gets null label and probabilities."""
+    rows = iter(records)
+    while batch := list(itertools.islice(rows, batch_size)):
+        texts = [text for _, _, text in batch if text.strip()]
+        predicted = iter(predictor.predict(texts) if texts else [])
+        for line, identifier, text in batch:
+            yield line, identifier, next(predicted) if text.strip() else {
+                "text": text, **dict.fromkeys(("label", "probability", "probabilities"))}
 
 
 def predict_file(predictor, records, output, batch_size=64):
-    """Write one JSON line per record of `read_texts` to `output`, each with its input line
-    number (and id), via a temporary file renamed into place when complete; with a progress bar
-    (plain lines without a terminal). A blank text gets its row, with null label and probabilities."""
+    """Write one JSON line per record of `InputTexts` to `output` as they are predicted, each
+    with its input line number (and id), via a temporary file renamed into place when complete;
+    with a progress bar (plain lines without a terminal)."""
     from kerasbert.progress import CountProgress
 
     progress = CountProgress(len(records), "texts predicted")
     with files.written_atomically(output) as temporary, open(temporary, "w", encoding="utf-8") as file:
-        for start in range(0, len(records), batch_size):
-            batch = records[start:start + batch_size]
-            predicted = iter(predictor.predict([text for _, _, text in batch if text.strip()]))
-            for line, identifier, text in batch:
-                row = next(predicted) if text.strip() else dict.fromkeys(("label", "probability", "probabilities"))
-                tied = {"line": line, **({"id": identifier} if identifier is not None else {})}
-                file.write(json.dumps({**tied, "label": row["label"], "probability": row["probability"],
-                                       "probabilities": row["probabilities"]}) + "\n")
-            progress.add(len(batch))
+        for count, (line, identifier, row) in enumerate(predictions(predictor, records, batch_size), start=1):
+            tied = {"line": line, **({"id": identifier} if identifier is not None else {})}
+            file.write(json.dumps({**tied, "label": row["label"], "probability": row["probability"],
+                                   "probabilities": row["probabilities"]}) + "\n")
+            if count % batch_size == 0 or count == len(records):
+                progress.add(count - progress.done)

@@ -46,6 +46,8 @@ def build_argument_parser(cls=TrainConfig, prog="train.py", description=TRAIN_DE
         if "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
             kwargs.pop("metavar", None)
+        if "bare" in field.metadata:  # the value of the option given without one
+            kwargs.update(nargs="?", const=field.metadata["bare"])
         if field.metadata.get("required"):
             kwargs["required"] = True
             kwargs.pop("default")

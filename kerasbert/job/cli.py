@@ -66,18 +66,19 @@ def predict_command(argv):
         raise KerasbertError("give either texts or --input, not both and not neither")
     if args.batch_size <= 0:
         raise KerasbertError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    from kerasbert.deploy.predict import load_predictor, predict_file, read_texts
+    from kerasbert.deploy.predict import InputTexts, load_predictor, predict_file, predictions
 
     if args.output and args.input and os.path.realpath(args.output) == os.path.realpath(args.input):
         raise KerasbertError(f"--output {args.output} is the input file; write the predictions elsewhere")
-    records = read_texts(args.input) if args.input else [(None, None, text) for text in args.texts]
+    records = InputTexts(args.input) if args.input else [(None, None, text) for text in args.texts]
     load_library()
     predictor = load_predictor(args.model)
     if args.output:
         predict_file(predictor, records, args.output, args.batch_size)
     else:
-        for row in predictor.predict([text for _, _, text in records if text.strip()]):
-            print(f"{row['label']}\t{row['probability']:.4f}\t{row['text'][:80]}")
+        for _, _, row in predictions(predictor, records, args.batch_size):
+            if row["label"] is not None:
+                print(f"{row['label']}\t{row['probability']:.4f}\t{row['text'][:80]}")
 
 
 def report_command(argv):

@@ -67,6 +67,12 @@ class TrainConfig(Options):
         "", "CSV or JSONL file with text,label columns to train on instead of --dataset."
     )
     test_file: str = option("", "CSV or JSONL test file, required with --train-file.")
+    streaming: str = option("auto", "Read the data from its files (CSV/TSV/JSONL, folders or globs, gzip) or tfds on every "
+                            "pass instead of into memory: on (a bare --streaming), off, or auto: on for a folder, glob, "
+                            "gzip or file over 256 MiB. Validation by a hash of each text, --max-*-examples the first rows.",
+                            choices=("auto", "on", "off"), bare="on")
+    class_names: str = option("", "With --train-file: comma-separated class names in label order (default: the "
+                              "distinct labels, sorted).")
     validation_split: float = validation_split_option()
     max_train_examples: int = option(
         0, "Use a seeded random subset of this many training examples (0: all)."
@@ -81,6 +87,8 @@ class TrainConfig(Options):
     )
     # Optimisation
     epochs: int = option(1, "Passes over the training data.")
+    steps_per_epoch: int = option(0, "Train each epoch on its first this many batches (0: all); the schedule spans "
+                                  "epochs x this many steps.")
     batch_size: int = option(16, "Global training batch size (split over replicas).")
     eval_batch_size: int = option(64, "Global batch size for validation and test.")
     learning_rate: float = option(5e-5, "Peak learning rate of AdamW.")
@@ -92,9 +100,7 @@ class TrainConfig(Options):
     weight_decay: float = weight_decay_option()
     warmup_ratio: float = warmup_ratio_option()
     clip_norm: float = clip_norm_option()
-    early_stopping_patience: int = option(
-        0, "Stop after this many epochs without validation improvement (0: off)."
-    )
+    early_stopping_patience: int = option(0, "Stop after this many epochs without validation improvement (0: off).")
     mixed_precision: str = mixed_precision_option()
     jit_compile: bool = option(False, "Compile the train step with XLA.")
     fused_layers: bool = option(
@@ -114,35 +120,19 @@ class TrainConfig(Options):
     logical_cpu_devices: int = logical_cpu_devices_option()
     peer_timeout: int = option(600, "Seconds a multi-worker run waits for a worker of TF_CONFIG that has not started, "
                                "or for one that stopped answering, before it ends with a message (0: forever).")
-    backup_every_steps: int = option(
-        100,
-        "Back up weights, optimizer state and progress to <run>/backup every "
-        "this many steps (and at every epoch end; 0: epoch ends only). A killed "
-        "run restarted with the same command resumes from the backup.",
-    )
-    resume: bool = option(
-        False,
-        "Resume an interrupted run: the one in --output-dir, else the latest "
-        "under runs/ with a backup. Refused if the options differ from the run's.",
-    )
+    backup_every_steps: int = option(100, "Back up weights, optimizer state and progress to <run>/backup every this "
+                                     "many steps (and at every epoch end; 0: epoch ends only). A killed run "
+                                     "restarted with the same command resumes from the backup.")
+    resume: bool = option(False, "Resume an interrupted run: the one in --output-dir, else the latest under runs/ "
+                          "with a backup. Refused if the options differ from the run's.")
     # Run directory
-    output_dir: str = option(
-        "", "Run directory (default: runs/<UTC date and time>)."
-    )
-    overwrite: bool = option(
-        False, "Replace an existing non-empty run directory."
-    )
+    output_dir: str = option("", "Run directory (default: runs/<UTC date and time>).")
+    overwrite: bool = option(False, "Replace an existing non-empty run directory.")
     log_every_steps: int = log_every_steps_option()
-    profile_steps: str = option(
-        "",
-        "Profile this range of training steps, e.g. 10,20, into the TensorBoard "
-        "profiler (Profile tab; needs tensorboard-plugin-profile). Empty: off.",
-    )
-    quick: bool = option(
-        False,
-        "Smoke-test profile: 320 training and 200 test examples, sequence "
-        "length 64 (explicit options still win). Under a minute on a 2-core CPU.",
-    )
+    profile_steps: str = option("", "Profile this range of training steps, e.g. 10,20, into the TensorBoard profiler "
+                                "(Profile tab; needs tensorboard-plugin-profile). Empty: off.")
+    quick: bool = option(False, "Smoke-test profile: 320 training and 200 test examples, sequence length 64 (explicit "
+                         "options still win). Under a minute on a 2-core CPU.")
 
     QUICK_PROFILE = {"max_train_examples": 320, "max_test_examples": 200, "max_seq_length": 64}
     # Options of the attempt, not of the run: a replayed config leaves them out.
@@ -154,7 +144,7 @@ class TrainConfig(Options):
     def validate(self):
         """Raise `KerasbertError` naming the first invalid value."""
         check_values(self, positive=("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps"),
-                     non_negative=("max_train_examples", "max_test_examples", "early_stopping_patience", "clip_norm",
+                     non_negative=("max_train_examples", "max_test_examples", "steps_per_epoch", "early_stopping_patience", "clip_norm",
                                    "weight_decay", "logical_cpu_devices", "backup_every_steps", "peer_timeout"),
                      fractions=("validation_split", "warmup_ratio", "dropout"))
         if not (self.backbone_dropout == -1.0 or 0.0 <= self.backbone_dropout < 1.0):
@@ -165,6 +155,10 @@ class TrainConfig(Options):
             self.profile_range()
         if bool(self.train_file) != bool(self.test_file):
             raise KerasbertError("--train-file and --test-file go together: give both")
+        if self.class_names and not self.train_file:
+            raise KerasbertError("--class-names goes with --train-file (a dataset names its own classes)")
+        if 0 < len(self.class_name_list()) < 2 or len(set(self.class_name_list())) != len(self.class_name_list()):
+            raise KerasbertError(f"--class-names needs two or more different names, got {self.class_names!r}")
 
     def profile_range(self):
         """--profile-steps as (first, last) steps, (0, 0) when off."""
@@ -179,10 +173,17 @@ class TrainConfig(Options):
         return first, last
 
     def data_options(self):
-        """The keywords of `data.load_splits` for this run's data."""
+        """The keywords of `splits.load_splits` for this run's data."""
         names = ("dataset", "data_dir", "train_file", "test_file", "validation_split", "max_train_examples",
                  "max_test_examples", "seed")
-        return {name: getattr(self, name) for name in names}
+        return {**{name: getattr(self, name) for name in names}, "class_names": self.class_name_list()}
+
+    def streamed_data_options(self):
+        """The keywords of `splits.load_streamed_splits` for this run's data."""
+        return {name: value for name, value in self.data_options().items() if name != "seed"}
+
+    def class_name_list(self):
+        return [name.strip() for name in self.class_names.split(",") if name.strip()]
 
 
 

@@ -5,7 +5,7 @@ own test reviews before it is published.
 
 import os
 
-from kerasbert import data, files
+from kerasbert import files
 from kerasbert.deploy.export import export_saved_model
 from kerasbert.deploy.parity import ParityCheck
 from kerasbert.deploy.tflite import export_tflite
@@ -15,6 +15,7 @@ from kerasbert.files import next_version
 from kerasbert.job import rundir
 from kerasbert.job.config import TrainConfig
 from kerasbert.model import load_classifier
+from kerasbert.splits import first_test_rows, load_splits, should_stream
 from kerasbert.progress import phase
 
 
@@ -40,7 +41,7 @@ def export_run(config):
     parity = None
     if config.parity_examples:
         phase(f"running the Keras model (float32) on {config.parity_examples} test reviews for the parity checks")
-        parity = ParityCheck(classifier, *parity_examples(run_dir, config.parity_examples))
+        parity = ParityCheck(classifier, *parity_examples(run_dir, config.parity_examples, class_names))
     paths = [export_saved_model(classifier, class_names, model_root, version, config.overwrite, parity,
                                 config.serving_precision)]
     phase(f"SavedModel for TF Serving: {paths[0]}")
@@ -73,10 +74,11 @@ def check_destinations(model_root, version, config):
         files.check_can_create(target, "export version")
 
 
-
-
-def parity_examples(run_dir, count, seed=0):
-    """`count` seeded test reviews (texts, labels) of the run's own test data."""
+def parity_examples(run_dir, count, class_names, seed=0):
+    """`count` test reviews (texts, labels) of the run's own test data: seeded, or a streamed run's first ones."""
     config = TrainConfig.from_dict(run_dir.recorded_config("export"))
-    test = data.load_splits(**config.data_options()).test.sample(count, seed)
+    if should_stream(config.streaming, config.train_file):
+        test = first_test_rows(count, class_names, config.test_file, config.dataset, config.data_dir)
+    else:
+        test = load_splits(**config.data_options()).test.sample(count, seed)
     return test.texts.astype(str), test.labels

@@ -64,7 +64,7 @@ def training_curves(run_dir, config, metrics):
 
     Keras logs per-step loss and accuracy as running means over the epoch so far.
     """
-    steps_per_epoch = math.ceil(metrics["examples"]["train"] / config["batch_size"])
+    steps_per_epoch = metrics.get("steps_per_epoch") or math.ceil(metrics["examples"]["train"] / config["batch_size"])
     logs = run_dir.log_dir
     train, validation = read_scalars(os.path.join(logs, "train")), read_scalars(os.path.join(logs, "validation"))
     if not train:

@@ -1,12 +1,15 @@
 """Surviving a kill: a backup of the training state every N steps, and resuming from it.
 
-The backup (`<run dir>/backup/`) holds one weights file (model and optimizer
+The backup (`<run dir>/backup/`) holds a weights file (model and optimizer
 variables, so the Adam moments and the step counter come back) and
 `state.json`: the epoch and step reached, the per-epoch history, the
 best validation accuracy so far and the training time spent. Each save
 writes the new weights under a new name and then replaces `state.json`
-atomically, so a kill at any moment leaves a complete backup behind; the
-older weights file is removed afterwards.
+atomically, so a kill at any moment leaves a complete backup behind. The
+one before stays too (`previous-state.json`, its weights): a worker killed
+while writing its backup of step N still holds step M < N, which its peers,
+whose writing of N may have completed, also hold; the workers resume from
+the newest step all of them hold (`ResumableJob.build`).
 
 Keras' own `BackupAndRestore` restores at epoch granularity only (it records
 the batch but does not skip to it), writes in place and collides between
@@ -33,6 +36,7 @@ from kerasbert.errors import KerasbertError
 from kerasbert.job import rundir
 
 STATE_FILE = os.path.basename(rundir.BACKUP_STATE)
+PREVIOUS_STATE_FILE = "previous-state.json"
 WRITE_MARGIN_BYTES = 4 << 20  # an HDF5 file's headers and metadata, and a little room to spare
 
 
@@ -85,21 +89,35 @@ class Backup:
         name = f"step-{state.global_step:08d}.weights.h5"
         save_weights(model, os.path.join(self.folder, name), "the backup")
         state.weights = name  # only once the weights it names are on disk
+        kept = [name]
+        if self.exists():
+            previous = self.read_state()
+            files.write_json(os.path.join(self.folder, PREVIOUS_STATE_FILE), dataclasses.asdict(previous))
+            kept.append(previous.weights)
         files.write_json(os.path.join(self.folder, STATE_FILE), dataclasses.asdict(state))
         for stale in os.listdir(self.folder):  # not glob: brackets in a folder name are just brackets
-            if stale.endswith(".weights.h5") and stale != name:
+            if stale.endswith(".weights.h5") and stale not in kept:
                 os.remove(os.path.join(self.folder, stale))
 
-    def read_state(self):
+    def read_state(self, file=STATE_FILE):
         try:
-            values = files.read_json(os.path.join(self.folder, STATE_FILE))
+            values = files.read_json(os.path.join(self.folder, file))
             return RunState(**values)
         except (OSError, ValueError, TypeError) as error:
             raise KerasbertError(f"backup {self.folder} is unreadable ({error}); start over with --overwrite") from None
 
-    def restore(self, model):
-        """Load the backed-up weights and optimizer state into `model`; returns the RunState."""
+    def held_steps(self):
+        """The global steps of the complete backups here: the newest, and the one before if kept."""
+        states = [self.read_state(file) for file in (STATE_FILE, PREVIOUS_STATE_FILE)
+                  if os.path.isfile(os.path.join(self.folder, file))]
+        return [state.global_step for state in states if os.path.isfile(os.path.join(self.folder, state.weights))]
+
+    def restore(self, model, step=None):
+        """Load the backed-up weights and optimizer state (of `step`, default the newest) into `model`;
+        returns the RunState."""
         state = self.read_state()
+        if step is not None and step != state.global_step:
+            state = self.read_state(PREVIOUS_STATE_FILE)
         path = os.path.join(self.folder, state.weights)
         if not os.path.isfile(path):
             raise KerasbertError(f"backup {self.folder} lists {state.weights}, which is missing; "

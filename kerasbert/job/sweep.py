@@ -21,7 +21,7 @@ Example (under a minute on a 2-core CPU, on a tiny subset):
 import dataclasses
 import time
 
-from kerasbert import data
+from kerasbert.splits import load_splits
 from kerasbert.job.training import ResumableJob, fine_tune
 
 SPLIT_SEED = 42  # train.py's default seed: the carve its runs validate on, and `kerasbert adapt` leaves out
@@ -32,7 +32,7 @@ def validation_run(config, run_dir, train_examples=0, validation_examples=0, spl
     training part (0: all) and return the validation scores of every epoch and the time spent."""
     started = time.perf_counter()
     options = {**config.data_options(), "seed": split_seed, "max_train_examples": 0, "max_test_examples": 0}
-    splits = data.load_splits(**options, with_test=False)
+    splits = load_splits(**options, with_test=False)
     splits = dataclasses.replace(splits, train=splits.train.sample(train_examples, split_seed),
                                  validation=splits.validation.sample(validation_examples, split_seed))
     tuned = fine_tune(ResumableJob(dataclasses.replace(config, output_dir=run_dir, overwrite=True), run_dir), splits)

@@ -14,26 +14,26 @@ Example (half a minute on a 2-core CPU: 64 reviews of 32 tokens, tested on 32):
 import dataclasses
 import math
 import os
-import resource
 import shutil
 import time
 
 import keras
 import tensorflow as tf
 
-from kerasbert import data, distribution, evaluation, files, monitoring
+from kerasbert import data, distribution, monitoring, streaming
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
-from kerasbert.inference import inference_copy
-from kerasbert.job import faults, plots, report, resume, rundir
-from kerasbert.model import TextClassifier, save_classifier
+from kerasbert.job import faults, resume, rundir
+from kerasbert.job.results import evaluate_and_save
+from kerasbert.model import TextClassifier
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import resolve_preset
-from kerasbert.progress import ProgressLines, Throughput, TimeEstimate, keras_verbosity, minutes, phase
+from kerasbert.progress import ProgressLines, Throughput, TimeEstimate, keras_verbosity, phase
+from kerasbert.splits import load_splits, load_streamed_splits, should_stream
 
 
 def monitored_metric(splits):
-    return "val_accuracy" if len(splits.validation) else "accuracy"
+    return "val_accuracy" if splits.sizes()["validation"] else "accuracy"
 
 
 @dataclasses.dataclass
@@ -52,6 +52,7 @@ class ResumableJob:
     started: float = dataclasses.field(default_factory=time.perf_counter)
     workers: int = 1
     work: str = "fine-tuning"
+    discarded_backup: bool = False  # this worker's backup is of a step some other worker does not hold
 
     def __post_init__(self):
         self.run_dir = rundir.RunDirectory(self.run_dir)
@@ -62,11 +63,17 @@ class ResumableJob:
 
     def build(self, make_model):
         """`make_model()` under the strategy, seeded, and the state of the backup restored into it
-        (None for a fresh run)."""
+        (None for a fresh run). Several workers restore the newest step all of them hold."""
         keras.utils.set_random_seed(self.config.seed)
+        held = self.backup.held_steps() if self.backup.exists() and not self.config.overwrite else []
+        if self.workers > 1:
+            every = distribution.values_of_every_replica(self.strategy)((held + [-1, -1])[:2])
+            common = set(every[0]).intersection(*map(set, every[1:])) - {-1}
+            self.discarded_backup = bool(held) and not common
+            held = [int(max(common))] if common else []
         with self.strategy.scope():
             model = make_model()
-            return model, self.backup.restore(model) if self.backup.exists() and not self.config.overwrite else None
+            return model, self.backup.restore(model, held[0]) if held else None
 
     def start(self, state, steps_per_epoch, replace_directory, on_fresh_start=None):
         """The `RunState` to go on from: the backup's, or a fresh one in a new run directory holding
@@ -76,7 +83,7 @@ class ResumableJob:
                   f"{steps_per_epoch} (global step {state.global_step})")
         else:
             state = resume.RunState()
-            self.run_dir.create(replace_directory)
+            self.run_dir.create(replace_directory or self.discarded_backup)
             self.config.save(self.run_dir.config_file)
             if on_fresh_start:
                 on_fresh_start()
@@ -86,15 +93,16 @@ class ResumableJob:
         return state
 
     def fit(self, model, state, batches, examples, validation_data=None, evaluated=0, callbacks=(),
-            monitor="val_accuracy", patience=0, profile_batch=0):
+            monitor="val_accuracy", patience=0, profile_batch=0, steps_per_epoch=None):
         """`model.fit` until `config.epochs` on `batches(first_epoch, skip_batches)` of `examples`, on
         from `state` (a fresh `RunState`, or a backup's: an epoch a kill cut short is finished by a
         fit of its own), with backups, throughput, NaN check, TensorBoard, `callbacks`, a time estimate
         over the steps left and `evaluated` sequences, plain progress lines without a terminal. After
         SIGTERM it raises `Preempted`; when the loss became NaN, a one-line `KerasbertError`. Returns
-        the `Throughput` and `TimeEstimate` callbacks."""
+        the `Throughput` and `TimeEstimate` callbacks. An epoch is `steps_per_epoch` batches (default:
+        `examples` / the batch size)."""
         config = self.config
-        steps_per_epoch = math.ceil(examples / config.batch_size)
+        steps_per_epoch = steps_per_epoch or math.ceil(examples / config.batch_size)
         throughput = Throughput(config.batch_size, examples, state.train_seconds, state.trained_sequences,
                                 skipped_batches=state.step_in_epoch)
         training_backup = resume.TrainingBackup(self.backup, state, throughput, config.backup_every_steps, monitor,
@@ -134,6 +142,7 @@ class FineTuned:
     time_estimate: TimeEstimate
     strategy: tf.distribute.Strategy
     state: resume.RunState  # steps taken, best epoch, and how the run went
+    steps_per_epoch: int
 
 
 def fine_tune(job, splits):
@@ -145,7 +154,8 @@ def fine_tune(job, splits):
     workers alike, and raises `Preempted`.
     """
     config, run_dir = job.config, job.run_dir
-    steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
+    steps_per_epoch, sizes = splits.batches_per_epoch(config.batch_size), splits.sizes()
+    steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch or steps_per_epoch)
 
     def classifier_compiled():
         classifier = TextClassifier.from_preset(
@@ -167,29 +177,29 @@ def fine_tune(job, splits):
     state = job.start(state, steps_per_epoch, config.overwrite or run_dir.left_before_first_backup(config),
                       lambda: monitoring.log_hyperparameters(run_dir.log_dir, config.to_dict(),
                                                              os.path.basename(run_dir)))
-    validation_data, callbacks = None, [resume.BestWeights(run_dir.best_weights, monitored_metric(splits), state.best)]
-    if len(splits.validation):
-        validation_data = data.evaluation_dataset(splits.validation.sorted_by_length(), preprocessor,
-                                                  config.eval_batch_size, config.length_bucketing)
-        sample = splits.validation.sample(monitoring.MISCLASSIFIED_SAMPLE, config.seed).sorted_by_length()
+    callbacks = [resume.BestWeights(run_dir.best_weights, monitored_metric(splits), state.best)]
+    validation_data = splits.validation_batches(preprocessor, config.eval_batch_size, config.length_bucketing)
+    if validation_data is not None:
+        sample = splits.validation_sample(monitoring.MISCLASSIFIED_SAMPLE, config.seed)
         batches = data.evaluation_dataset(sample, preprocessor, config.eval_batch_size, config.length_bucketing)
         callbacks.append(monitoring.MisclassifiedReviews(os.path.join(run_dir.log_dir, "validation"), sample,
                                                          batches, splits.class_names))
 
     def training_batches(first_epoch, skip_batches):
-        return data.training_dataset(splits.train, preprocessor, config.batch_size, config.seed,
-                                     config.length_bucketing, first_epoch, skip_batches)
+        return splits.training_batches(preprocessor, config.batch_size, config.seed, config.length_bucketing,
+                                       first_epoch, skip_batches, steps_per_epoch)
 
-    evaluated = len(splits.validation) * (config.epochs - state.epoch) + len(splits.test)
-    throughput, time_estimate = job.fit(classifier, state, training_batches, len(splits.train), validation_data,
+    evaluated = sizes["validation"] * (config.epochs - state.epoch) + sizes["test"]
+    trained = min(sizes["train"], steps_per_epoch * config.batch_size)
+    throughput, time_estimate = job.fit(classifier, state, training_batches, trained, validation_data,
                                         evaluated, callbacks, monitored_metric(splits),
-                                        config.early_stopping_patience, config.profile_range())
+                                        config.early_stopping_patience, config.profile_range(), steps_per_epoch)
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     if os.path.exists(run_dir.best_weights):
         classifier.load_weights(run_dir.best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
-    return FineTuned(classifier, history, throughput, time_estimate, job.strategy, state)
+    return FineTuned(classifier, history, throughput, time_estimate, job.strategy, state, steps_per_epoch)
 
 
 def train_and_evaluate(config):
@@ -226,9 +236,9 @@ def run_on(strategy, config, task, notice, started):
         phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
     phase(f"resolving preset {config.preset}")
     resolve_preset(config.preset)  # checked before the data is read
-    phase("reading data")
-    splits = data.load_splits(**config.data_options())
-    phase(f"{len(splits.train)} training, {len(splits.validation)} validation, {len(splits.test)} test "
+    splits = read_splits(config, strategy, task)
+    sizes = splits.sizes()
+    phase(f"{sizes['train']} training, {sizes['validation']} validation, {sizes['test']} test "
           f"examples; classes: {', '.join(splits.class_names)}")
     with run_dir.locked(), faults.ended_clearly(run_dir, task):
         tuned = fine_tune(ResumableJob(config, run_dir, strategy, precision, notice, started, task.workers), splits)
@@ -239,61 +249,11 @@ def run_on(strategy, config, task, notice, started):
         return evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision, started)
 
 
-def evaluate_and_save(config, run_dir, splits, tuned, task, hardware, precision, started):
-    """The end of a run: test metrics, pictures, model.keras, metrics.json, report; then the backup goes."""
-    classifier, preprocessor = tuned.classifier, tuned.classifier.preprocessor
-
-    phase(f"evaluating on {len(splits.test)} test examples")
-    test = splits.test.sorted_by_length()
-    test_data = data.evaluation_dataset(test, preprocessor, config.eval_batch_size, config.length_bucketing)
-    # Across workers, predict would need every worker; the chief predicts alone on a local copy.
-    evaluated = inference_copy(classifier) if task.workers > 1 else classifier
-    probabilities, eval_seconds = evaluation.predict_probabilities(evaluated, test_data)
-    test_metrics = evaluation.classification_metrics(test.labels, probabilities, splits.class_names)
-    test_metrics["by_length"] = evaluation.accuracy_by_length(test.texts, test.labels, probabilities)
-    images = {"confusion_matrix": run_dir.file(rundir.CONFUSION_MATRIX_PNG),
-              "precision_recall": run_dir.file(rundir.PRECISION_RECALL_PNG)}
-    plots.save_confusion_matrix(test_metrics["confusion_matrix"], splits.class_names, images["confusion_matrix"])
-    plots.save_precision_recall(test.labels, probabilities, splits.class_names, images["precision_recall"])
-    monitoring.log_test_results(run_dir.log_dir, test.labels, probabilities, test_metrics,
-                                splits.class_names, tuned.state.global_step, images)
-
-    phase("saving model.keras (tokenizer and optimizer state included)")
-    save_classifier(evaluated, run_dir.model_file)
-
-    metrics = {
-        "test": test_metrics,
-        "validation": {name[4:]: values[-1] for name, values in tuned.history.items() if name.startswith("val_")},
-        "class_names": splits.class_names,
-        "examples": {"train": len(splits.train), "validation": len(splits.validation), "test": len(splits.test)},
-        "epochs_run": len(tuned.state.history),
-        "optimizer_steps": tuned.state.global_step,
-        "timing": {
-            "train_seconds": tuned.throughput.train_seconds,
-            "train_sequences_per_second": tuned.throughput.sequences_per_second,
-            "eval_seconds": eval_seconds,
-            "eval_sequences_per_second": len(test) / eval_seconds,
-            "total_seconds": time.perf_counter() - started,
-        },
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "strategy": type(tuned.strategy).__name__,
-        "replicas": tuned.strategy.num_replicas_in_sync,
-        "workers": task.workers,
-        "hardware": hardware.to_dict(),
-        "precision": {"requested": config.mixed_precision, "resolved": precision.name, "policy": precision.policy,
-                      "reason": precision.reason},
-        "estimate": tuned.time_estimate.estimate,
-    }
-    files.write_json(run_dir.metrics_file, metrics)
-    report.write_report(run_dir)
-    resume.Backup(run_dir.backup_dir).delete()  # only now: the run is complete
-    latest = run_dir.point_latest_here()
-    phase(f"test metrics ({len(test)} examples), written to {run_dir.metrics_file}:\n"
-          + evaluation.format_metrics_table(test_metrics))
-    phase(f"report with pictures: {run_dir.report_file}"
-          + (f"; {latest} links to this run" if latest else ""))
-    timing = metrics["timing"]
-    estimated = f" (estimated {minutes(metrics['estimate']['total_seconds'])})" if metrics["estimate"] else ""
-    phase(f"train {timing['train_sequences_per_second']:.1f} seq/s, eval {timing['eval_sequences_per_second']:.1f} "
-          f"seq/s, total {minutes(timing['total_seconds'])}{estimated}, peak memory {metrics['peak_rss_mib']:.0f} MiB")
-    return metrics
+def read_splits(config, strategy, task):
+    """The run's splits: in memory, or streamed from their files (`splits.should_stream`; each worker its share)."""
+    if should_stream(config.streaming, config.train_file):
+        phase(f"streaming the data: counting the rows of {config.train_file or config.dataset} in one pass")
+        shard = streaming.Shard(task.rank, task.workers, strategy) if task.workers > 1 else None
+        return load_streamed_splits(**config.streamed_data_options(), shard=shard)
+    phase("reading data")
+    return load_splits(**config.data_options())
