@@ -49,6 +49,7 @@ from kerasbert.fused_layers import use_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.optimizers import adamw_with_warmup, learn_training_length
 from kerasbert.preprocessing import ReviewPreprocessor
+from kerasbert.streaming import streamed_batches
 from kerasbert.presets import (
     ADAPTED_PRESET_FILE,
     DEFAULT_PRESET,
@@ -141,16 +142,22 @@ class ReviewMaskedLM(keras_hub.models.BertMaskedLM):
         return keras.Model.fit(self, x=x, y=y, batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
                                shuffle=shuffle, **kwargs)
 
-    def masked_batches(self, texts, batch_size=32, first_epoch=0, skip_batches=0):
+    def masked_batches(self, texts, batch_size=32, first_epoch=0, skip_batches=0, batches_per_epoch=None):
         """Training batches of `texts` (shuffled anew every epoch, by length, tokenized), each
         masked afresh: (features with `mask_positions`, masked token ids, their weights).
         `first_epoch` and `skip_batches` resume an interrupted pass, as in
-        `kerasbert.data.training_dataset`."""
+        `kerasbert.data.training_dataset`. `texts` may be a `tf.data.Dataset` of (text, label)
+        rows, streamed (`kerasbert.streaming.streamed_batches`; `batches_per_epoch` from its `survey`)."""
         if self.preprocessor is None:
             raise ValueError("raw texts need a preprocessor")
-        batches = data.training_dataset(as_labeled_texts(texts), self.preprocessor, batch_size,
-                                        self.drawn_shuffle_seed(), first_epoch=first_epoch,
-                                        skip_batches=skip_batches)
+        if isinstance(texts, tf.data.Dataset):
+            batches = streamed_batches(texts, self.preprocessor, batch_size, self.drawn_shuffle_seed(),
+                                       batches_per_epoch=batches_per_epoch, first_epoch=first_epoch,
+                                       skip_batches=skip_batches)
+        else:
+            batches = data.training_dataset(as_labeled_texts(texts), self.preprocessor, batch_size,
+                                            self.drawn_shuffle_seed(), first_epoch=first_epoch,
+                                            skip_batches=skip_batches)
         masker = self.mask_generator()
 
         def mask(features, labels):

@@ -56,14 +56,19 @@ def read_tfds_split(name, data_dir, split):
     Cached: a sweep or a test session reads the same splits many times.
     """
     builder = prepared_builder(name, data_dir)
-    if split not in builder.info.splits:
-        raise KerasbertError(f"{name} in {builder.data_dir} has no {split!r} split "
-                             f"(it has {', '.join(sorted(builder.info.splits))})")
     try:
-        return labeled_texts_from(builder.as_dataset(split=split, as_supervised=True, shuffle_files=False))
+        return labeled_texts_from(supervised_split(builder, split))
     except tf.errors.OpError as error:  # a damaged shard: DataLossError, or a record that does not parse
         raise KerasbertError(f"{name} in {builder.data_dir} cannot be read ({first_line(error)}); "
                              "prepare it again with tfds or point `data_dir` at a good copy") from None
+
+
+def supervised_split(builder, split):
+    """(text, label) rows of one split of a prepared tfds `builder`, in file order, as a `tf.data.Dataset`."""
+    if split not in builder.info.splits:
+        raise KerasbertError(f"{builder.name} in {builder.data_dir} has no {split!r} split "
+                             f"(it has {', '.join(sorted(builder.info.splits))})")
+    return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
 
 
 def prepared_builder(name, data_dir=None):

@@ -253,10 +253,23 @@ def rows_in_memory(rows):
     return LabeledTexts(np.array(texts, dtype=object), np.array(labels, np.int32))
 
 
+def stream_unlabeled_texts(dataset="imdb_reviews", data_dir=None, splits=("unsupervised", "train"), validation_split=0.1,
+                           max_texts=0):
+    """`data.load_unlabeled_texts`' texts streamed, as (text, label) rows: the `splits` of a tfds
+    dataset one after the other, train's rows without those `load_streamed_splits` validates on
+    (by the hash of each text), never test; `max_texts` takes the first ones."""
+    if "test" in splits or not splits:
+        raise KerasbertError("adapt on unlabeled and training texts (not on test, and on at least one split)")
+    parts = [tfds_rows(dataset, data_dir, split) for split in splits]
+    parts = [streaming.split_by_text_hash(rows, validation_split)[0] if split == "train" else rows
+             for split, rows in zip(splits, parts)]
+    rows = functools.reduce(tf.data.Dataset.concatenate, parts)
+    return rows.take(max_texts) if max_texts else rows
+
+
 def tfds_rows(dataset, data_dir, split):
     """(text, class index) rows of a prepared tfds dataset's split, streamed."""
-    rows = data.prepared_builder(dataset, data_dir or None).as_dataset(split=split, as_supervised=True,
-                                                                       shuffle_files=False)
+    rows = data.supervised_split(data.prepared_builder(dataset, data_dir or None), split)
     return rows.map(lambda text, label: (text, tf.cast(label, tf.int32)))
 
 

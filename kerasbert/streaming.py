@@ -37,6 +37,7 @@ HASH_BUCKETS = 10_000
 LENGTH_BOUNDARIES = list(range(64, 2240, 64))
 BLOCK = 1024  # rows labeled by one lookup
 SURVEY_BLOCK = 65_536  # rows a survey step reads
+FILES_AT_ONCE = 8
 
 
 def streamed_files(source):
@@ -76,7 +77,8 @@ def header_columns(path, text_column, label_column):
 
 
 def stream_rows(source, text_column="text", label_column="label"):
-    """(text, label as written) string pairs of every row of `source`'s files, file after file."""
+    """(text, label as written) string pairs of every row of `source`'s files, a row of each of
+    up to FILES_AT_ONCE files in turn (one file: its rows in order)."""
     paths = streamed_files(source)
     formats = {file_format(path) for path in paths}
     if len(formats) > 1:
@@ -99,12 +101,14 @@ def stream_rows(source, text_column="text", label_column="label"):
             fields = json_fields(text_column, label_column)
             return lines.map(lambda line: tuple(tf.ensure_shape(field, []) for field in tf.numpy_function(
                 fields, [line], [tf.string, tf.string], stateful=False)))
+    # Rows of up to FILES_AT_ONCE files in turn: a folder written one class per file still mixes.
     files = tf.data.Dataset.from_tensor_slices(paths)
-    return files.interleave(rows_of, cycle_length=1, num_parallel_calls=1, deterministic=True)
+    return files.interleave(rows_of, cycle_length=min(len(paths), FILES_AT_ONCE), num_parallel_calls=1,
+                            deterministic=True)
 
 
 def stream_labeled_texts(source, class_names, text_column="text", label_column="label"):
-    """(text, class index) pairs of every row of `source`'s files, file after file. A label that
+    """(text, class index) pairs of every row of `source`'s files, as `stream_rows`'. A label that
     is not one of `class_names` stops the iteration with an error naming it."""
     return labeled(stream_rows(source, text_column, label_column), class_names)
 
@@ -206,8 +210,8 @@ def survey(rows, validation_fraction=0.0):
 
 def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000, batches_per_epoch=None,
                      first_epoch=0, skip_batches=0):
-    """Tokenized training batches: rows shuffled within a buffer, grouped with rows of similar
-    length, padding trimmed. Each pass is an epoch whose order is a function of (seed, epoch)
+    """Tokenized training batches: rows shuffled within blocks of `shuffle_buffer` rows, grouped
+    with rows of similar length, padding trimmed. Each pass is an epoch whose order is a function of (seed, epoch)
     alone, as `data.training_dataset`'s: the k-th pass is epoch `first_epoch + k`, and
     `skip_batches` leaves out an epoch's first batches without tokenizing them (a resumed run
     goes on with exactly the batches an uninterrupted one would see). Give `batches_per_epoch`
@@ -215,8 +219,14 @@ def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000
     optimizer's schedule the run's (`adamw_with_warmup(total_steps=epochs * batches_per_epoch)`).
     Build it outside a `strategy.scope()`."""
     def epoch_batches(epoch):
-        shuffled = rows.shuffle(shuffle_buffer, seed=seed * 1_000_003 + tf.cast(epoch, tf.int64) + 1,
-                                reshuffle_each_iteration=False)
+        # Stateless shuffles of each block, seeded by (seed, epoch, block): tf.data's own shuffle
+        # would mix in TensorFlow's global seed, and refuses a seed computed in the graph when that is 0.
+        def block_shuffled(block, texts, labels):
+            order = tf.random.experimental.stateless_shuffle(tf.range(tf.shape(texts)[0]), seed=tf.stack(
+                [tf.constant(seed, tf.int64), epoch * 2**32 + block]))
+            return tf.data.Dataset.from_tensor_slices((tf.gather(texts, order), tf.gather(labels, order)))
+
+        shuffled = rows.batch(shuffle_buffer).enumerate().flat_map(lambda block, rows: block_shuffled(block, *rows))
         return shuffled.bucket_by_sequence_length(
             lambda text, label: tf.strings.length(text), LENGTH_BOUNDARIES,
             [batch_size] * (len(LENGTH_BOUNDARIES) + 1)).skip(skip_batches)

@@ -15,7 +15,8 @@ import pytest
 
 from kerasbert import data
 from kerasbert.adaptation import ReviewMaskedLM, hugging_face_tensors, save_adapted_preset
-from kerasbert.splits import load_splits
+from kerasbert.splits import load_splits, load_streamed_splits, stream_unlabeled_texts
+from kerasbert.streaming import count_rows, survey
 from kerasbert.errors import KerasbertError
 from kerasbert.job.adapting import adapt
 from kerasbert.job.config import AdaptConfig, TrainConfig
@@ -129,6 +130,25 @@ def test_the_texts_to_adapt_on_leave_out_validation_and_refuse_test():
         data.load_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("unsupervised", "test"))
     with pytest.raises(KerasbertError, match=r"has no 'unsup' split \(it has test, train, unsupervised\)"):
         data.load_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("unsup",))
+
+
+def test_streamed_adaptation_leaves_out_what_streamed_training_validates_on(tiny_hf_preset, tmp_path):
+    streamed = stream_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("train",), validation_split=0.1)
+    validation = load_streamed_splits(data_dir=str(TFDS_DIR), validation_split=0.1, with_test=False).validation
+    validated_on = {text for text, _ in validation.as_numpy_iterator()}
+    assert not validated_on & {text for text, _ in streamed.as_numpy_iterator()}
+    assert int(count_rows(streamed)) + int(count_rows(validation)) == 25_000 and len(validated_on) > 2_000
+    with pytest.raises(KerasbertError, match="not on test"):
+        stream_unlabeled_texts(data_dir=str(TFDS_DIR), splits=("unsupervised", "test"))
+
+    adapt(AdaptConfig(preset=tiny_hf_preset, output=str(tmp_path / "adapted"), run_dir=str(tmp_path / "adapt-run"),
+                      data_dir=str(TFDS_DIR), streaming=True, max_texts=48, heldout_texts=16, max_seq_length=32,
+                      batch_size=8, mixed_precision="off"))
+    record = json.loads((tmp_path / "adapted" / ADAPTED_PRESET_FILE).read_text())
+    adapted_on = stream_unlabeled_texts(data_dir=str(TFDS_DIR), max_texts=48).skip(16)  # the first 16 held out
+    assert record["adapted_on"].endswith("(32 texts)") and 4 <= record["steps"] <= 32, record
+    assert record["steps"] == survey(adapted_on).batches_per_epoch(8)  # one epoch, batched by length
+    assert 0 < record["masked_lm"]["val_loss"] < 20, record["masked_lm"]
 
 
 def test_sigterm_during_adaptation_backs_up_and_the_same_command_resumes_to_a_preset(tiny_hf_preset, tmp_path):

@@ -21,7 +21,7 @@ import math
 import os
 import time
 
-from kerasbert import data, distribution, files
+from kerasbert import data, distribution, files, streaming
 from kerasbert.adaptation import ReviewMaskedLM
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
@@ -30,6 +30,7 @@ from kerasbert.job.training import ResumableJob
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import ADAPTED_PRESET_FILE, resolve_preset
 from kerasbert.progress import minutes, phase
+from kerasbert.splits import rows_in_memory, stream_unlabeled_texts
 
 
 def adapt(config):
@@ -49,17 +50,14 @@ def adapt(config):
         phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
         phase(f"resolving preset {config.preset}")
         resolve_preset(config.preset)
-        phase(f"reading {config.splits} of {config.dataset}")
-        texts = data.load_unlabeled_texts(config.dataset, config.data_dir, config.split_names(),
-                                          config.validation_split, config.seed, config.max_texts)
-        texts, heldout = texts.split(config.heldout_texts / len(texts) if len(texts) > config.heldout_texts else 0,
-                                     config.seed)
-        phase(f"{len(texts)} texts to adapt on, {len(heldout)} held out")
+        phase(f"{'streaming' if config.streaming else 'reading'} {config.splits} of {config.dataset}")
+        texts, heldout, count, steps = texts_to_adapt_on(config)
+        phase(f"{count} texts to adapt on, {len(heldout)} held out")
         run_dir = rundir.RunDirectory(config.run_directory())
         with run_dir.locked(), faults.ended_clearly(run_dir, distribution.cluster_task()):
             job = ResumableJob(config, run_dir, strategy, precision, notice, started, work="adapting")
-            masked_lm, state = train_masked_lm(job, texts, heldout)
-            details = {"adapted_on": f"{config.dataset} {config.splits} ({len(texts)} texts)",
+            masked_lm, state = train_masked_lm(job, texts, heldout, count, steps)
+            details = {"adapted_on": f"{config.dataset} {config.splits} ({count} texts)",
                        "config": config.to_dict(), "steps": state.global_step,
                        "masked_lm": state.history[-1] if state.history else {}}
             masked_lm.save_adapted_preset(config.output, details, overwrite=True)
@@ -69,10 +67,25 @@ def adapt(config):
     return config.output
 
 
-def train_masked_lm(job, texts, heldout):
+def texts_to_adapt_on(config):
+    """(texts, held-out texts, how many texts, steps per epoch): in memory, or streamed (the held-out
+    texts the first ones, counted in one pass)."""
+    if config.streaming:
+        rows = stream_unlabeled_texts(config.dataset, config.data_dir, config.split_names(), config.validation_split,
+                                      config.max_texts)
+        heldout = rows_in_memory(rows.take(config.heldout_texts))
+        survey = streaming.survey(rows.skip(len(heldout)))
+        return rows.skip(len(heldout)), heldout, survey.train, survey.batches_per_epoch(config.batch_size)
+    texts = data.load_unlabeled_texts(config.dataset, config.data_dir, config.split_names(),
+                                      config.validation_split, config.seed, config.max_texts)
+    texts, heldout = texts.split(config.heldout_texts / len(texts) if len(texts) > config.heldout_texts else 0,
+                                 config.seed)
+    return texts, heldout, len(texts), math.ceil(len(texts) / config.batch_size)
+
+
+def train_masked_lm(job, texts, heldout, count, steps_per_epoch):
     """Build the masked LM under the job's strategy and fit it with backups (resuming from one)."""
     config = job.config
-    steps_per_epoch = math.ceil(len(texts) / config.batch_size)
 
     def masked_lm_compiled():
         masked_lm = ReviewMaskedLM.from_preset(config.preset, sequence_length=config.max_seq_length,
@@ -93,8 +106,8 @@ def train_masked_lm(job, texts, heldout):
             math.ceil(len(heldout) / config.batch_size)).cache()
 
     def masked_batches(first_epoch, skip_batches):
-        return masked_lm.masked_batches(texts, config.batch_size, first_epoch, skip_batches)
+        return masked_lm.masked_batches(texts, config.batch_size, first_epoch, skip_batches, steps_per_epoch)
 
-    job.fit(masked_lm, state, masked_batches, len(texts), heldout_batches, len(heldout) * (config.epochs - state.epoch),
-            monitor="val_accuracy" if len(heldout) else "accuracy")
+    job.fit(masked_lm, state, masked_batches, count, heldout_batches, len(heldout) * (config.epochs - state.epoch),
+            monitor="val_accuracy" if len(heldout) else "accuracy", steps_per_epoch=steps_per_epoch)
     return masked_lm, state

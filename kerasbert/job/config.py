@@ -239,7 +239,9 @@ class AdaptConfig(Options):
                          "validation reviews of train (--validation-split, --seed, as train.py carves them) are "
                          "left out.")
     validation_split: float = validation_split_option()
-    max_texts: int = option(0, "Adapt on a seeded random subset of this many texts (0: all).")
+    max_texts: int = option(0, "Adapt on a seeded random subset of this many texts (0: all; streamed, the first ones).")
+    streaming: bool = option(False, "Read the splits through tf.data on every pass instead of into memory; train's "
+                             "validation reviews left out are then those train.py --streaming validates on.")
     heldout_texts: int = option(500, "Texts held out of adaptation to report the masked-LM loss and accuracy on "
                                 "at each epoch end (0: none).")
     max_seq_length: int = option(256, "Tokens per text, [CLS] and [SEP] included (the head of a longer text).")
