@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import kerasbert
+from kerasbert import streaming
 from kerasbert.errors import KerasbertError
 from kerasbert.preprocessing import preprocessor_from_vocabulary
 from kerasbert.streaming import count_rows, split_by_text_hash, stream_labeled_texts, streamed_batches
@@ -42,7 +43,7 @@ def write_table(path, rows, delimiter=",", header=("text", "label")):
         writer.writerows(row if header[0] == "text" else row[::-1] for row in rows)
 
 
-def test_csv_tsv_and_gzipped_jsonl_shards_read_back_the_rows_written(tmp_path):
+def test_csv_tsv_and_gzipped_jsonl_shards_read_back_the_rows_written(tmp_path, monkeypatch):
     write_table(tmp_path / "reviews.csv", ROWS)
     assert read_back(tmp_path / "reviews.csv") == expected(), "quotes, commas, tabs and newlines inside a field"
     write_table(tmp_path / "swapped.tsv.gz", ROWS, delimiter="\t", header=("label", "text"))
@@ -53,7 +54,9 @@ def test_csv_tsv_and_gzipped_jsonl_shards_read_back_the_rows_written(tmp_path):
         with gzip.open(shards / f"part-{index}.jsonl.gz", "wt") as file:
             file.writelines(json.dumps({"review": text, "stars": label, "id": 7}) + "\n" for text, label in ROWS[index::2])
     streamed = read_back(shards, text_column="review", label_column="stars")
-    assert streamed == expected(ROWS), "a row of each file in turn, in name order: a file per class still mixes"
+    assert streamed == expected(ROWS[0::2] + ROWS[1::2]), "a block of each file in turn, in name order"
+    monkeypatch.setattr(streaming, "BLOCK", 1)
+    assert read_back(shards, text_column="review", label_column="stars") == expected(ROWS), "a file per class mixes"
     assert read_back(str(shards / "part-1*"), text_column="review", label_column="stars") == expected(ROWS[1::2])
 
 
