@@ -133,6 +133,7 @@ class StreamedSplits:
     test_rows: int
     shard: streaming.Shard = None  # this worker's share, in a multi-worker run
     everyone_validates: tf.data.Dataset = None  # validation rows of every file, in a multi-worker run
+    reordered: callable = None  # order -> the training rows, the files in an order drawn from it
 
     def sizes(self):
         return {"train": self.survey.train, "validation": self.survey.validation, "test": self.test_rows}
@@ -146,12 +147,14 @@ class StreamedSplits:
     def training_batches(self, preprocessor, batch_size, seed, length_bucketing=True, first_epoch=0, skip_batches=0,
                          steps=None):
         steps = min(steps or math.inf, self.batches_per_epoch(batch_size))
+        rows = self.train if self.reordered is None else (
+            lambda epoch: self.reordered((tf.constant(seed, tf.int64), epoch)))  # files in a new order each epoch
         if self.shard:
-            batches = streaming.streamed_batches(self.train, preprocessor, self.shard.per_replica(batch_size),
+            batches = streaming.streamed_batches(rows, preprocessor, self.shard.per_replica(batch_size),
                                                  seed + self.shard.index, first_epoch=first_epoch,
                                                  skip_batches=skip_batches * self.shard.replicas_here)
             return self.shard.distributed(batches, steps - skip_batches)
-        return streaming.streamed_batches(self.train, preprocessor, batch_size, seed,
+        return streaming.streamed_batches(rows, preprocessor, batch_size, seed,
                                           batches_per_epoch=self.batches_per_epoch(batch_size), first_epoch=first_epoch,
                                           skip_batches=skip_batches).take(steps - skip_batches)
 
@@ -233,7 +236,13 @@ def load_streamed_splits(dataset="imdb_reviews", data_dir=None, train_file=None,
         if not rows:
             raise KerasbertError(f"the {name} split is empty")
     train, validation = streaming.split_by_text_hash(train, validation_split)
-    return StreamedSplits(train, validation, test, list(class_names), survey, test_survey.train, shard, everyone)
+    reordered = None
+    if train_file and not max_train_examples:  # the first rows of one order are not those of another
+        def reordered(order):
+            rows = shard.of(train_file, order)[0] if shard else streaming.stream_rows(train_file, order=order)
+            return streaming.split_by_text_hash(streaming.labeled(rows, class_names), validation_split)[0]
+    return StreamedSplits(train, validation, test, list(class_names), survey, test_survey.train, shard, everyone,
+                          reordered)
 
 
 def first_test_rows(count, class_names, test_file=None, dataset="imdb_reviews", data_dir=None):

@@ -76,9 +76,10 @@ def header_columns(path, text_column, label_column):
     return [header.index(text_column), header.index(label_column)]
 
 
-def stream_rows(source, text_column="text", label_column="label"):
+def stream_rows(source, text_column="text", label_column="label", order=None):
     """(text, label as written) string pairs of every row of `source`'s files, BLOCK rows of each
-    of up to FILES_AT_ONCE files in turn (one file: its rows in order)."""
+    of up to FILES_AT_ONCE files in turn (one file: its rows in order); the files in name order,
+    or in one drawn from `order`, two integers such as (seed, epoch), perhaps tensors."""
     paths = streamed_files(source)
     formats = {file_format(path) for path in paths}
     if len(formats) > 1:
@@ -105,7 +106,8 @@ def stream_rows(source, text_column="text", label_column="label"):
                 fields, [block], [tf.string, tf.string], stateful=False)))
     # Blocks of BLOCK rows of up to FILES_AT_ONCE files in turn: a folder written one class per file
     # still mixes, and tf.data's cost per element is paid per block (per row, it tripled a pass).
-    files = tf.data.Dataset.from_tensor_slices(paths)
+    files = tf.data.Dataset.from_tensor_slices(paths if order is None else tf.gather(paths, tf.random.experimental.
+                                               stateless_shuffle(tf.range(len(paths)), seed=tf.cast(tf.stack(order), tf.int64))))
     return files.interleave(blocks_of, cycle_length=min(len(paths), FILES_AT_ONCE), num_parallel_calls=1,
                             deterministic=True).unbatch()
 
@@ -214,7 +216,8 @@ def survey(rows, validation_fraction=0.0):
 
 def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000, batches_per_epoch=None,
                      first_epoch=0, skip_batches=0):
-    """Tokenized training batches: rows shuffled within blocks of `shuffle_buffer` rows, grouped
+    """Tokenized training batches of `rows` (or of `rows(epoch)`, say files in a new order each
+    epoch): rows shuffled within blocks of `shuffle_buffer` rows, grouped
     with rows of similar length, padding trimmed. Each pass is an epoch whose order is a function of (seed, epoch)
     alone, as `data.training_dataset`'s: the k-th pass is epoch `first_epoch + k`, and
     `skip_batches` leaves out an epoch's first batches without tokenizing them (a resumed run
@@ -223,6 +226,7 @@ def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000
     optimizer's schedule the run's (`adamw_with_warmup(total_steps=epochs * batches_per_epoch)`).
     Build it outside a `strategy.scope()`."""
     def epoch_batches(epoch):
+        epoch_rows = rows(epoch) if callable(rows) else rows
         # Stateless shuffles of each block, seeded by (seed, epoch, block): tf.data's own shuffle
         # would mix in TensorFlow's global seed, and refuses a seed computed in the graph when that is 0.
         def block_shuffled(block, texts, labels):
@@ -230,7 +234,7 @@ def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000
                 [tf.constant(seed, tf.int64), epoch * 2**32 + block]))
             return tf.data.Dataset.from_tensor_slices((tf.gather(texts, order), tf.gather(labels, order)))
 
-        shuffled = rows.batch(shuffle_buffer).enumerate().flat_map(lambda block, rows: block_shuffled(block, *rows))
+        shuffled = epoch_rows.batch(shuffle_buffer).enumerate().flat_map(lambda block, rows: block_shuffled(block, *rows))
         return shuffled.bucket_by_sequence_length(
             lambda text, label: tf.strings.length(text), LENGTH_BOUNDARIES,
             [batch_size] * (len(LENGTH_BOUNDARIES) + 1)).skip(skip_batches)
@@ -252,12 +256,12 @@ class Shard:
     count: int
     strategy: tf.distribute.Strategy
 
-    def of(self, source):
-        """(this worker's rows of `source`'s files, what it reads, in words)."""
+    def of(self, source, order=None):
+        """(this worker's rows of `source`'s files, what it reads, in words); `order` as `stream_rows`'."""
         paths = streamed_files(source)
         if len(paths) >= self.count:
             mine = paths[self.index::self.count]
-            return stream_rows(mine), f"{len(mine)} of {len(paths)} files"
+            return stream_rows(mine, order=order), f"{len(mine)} of {len(paths)} files"
         return stream_rows(source).shard(self.count, self.index), f"every {self.count}th row"
 
     def fewest(self, count):

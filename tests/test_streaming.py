@@ -19,7 +19,7 @@ import kerasbert
 from kerasbert import streaming
 from kerasbert.errors import KerasbertError
 from kerasbert.preprocessing import preprocessor_from_vocabulary
-from kerasbert.streaming import count_rows, split_by_text_hash, stream_labeled_texts, streamed_batches
+from kerasbert.streaming import count_rows, split_by_text_hash, stream_labeled_texts, stream_rows, streamed_batches
 from tests.conftest import ROOT, TFDS_DIR
 
 WORDS = ["good", "great", "fun", "bad", "awful", "dull", "film", "plot", "cast", "music"]
@@ -58,6 +58,18 @@ def test_csv_tsv_and_gzipped_jsonl_shards_read_back_the_rows_written(tmp_path, m
     monkeypatch.setattr(streaming, "BLOCK", 1)
     assert read_back(shards, text_column="review", label_column="stars") == expected(ROWS), "a file per class mixes"
     assert read_back(str(shards / "part-1*"), text_column="review", label_column="stars") == expected(ROWS[1::2])
+
+
+def test_the_files_come_in_an_order_drawn_from_seed_and_epoch(tmp_path):
+    for index in range(6):
+        write_table(tmp_path / f"part-{index}.csv", [(f"review {index}", "pos")])
+
+    def texts(order):
+        return tuple(text.decode() for text, _ in stream_rows(str(tmp_path), order=order).as_numpy_iterator())
+
+    orders = {texts((3, epoch)) for epoch in range(4)}
+    assert len(orders) > 1 and {tuple(sorted(order)) for order in orders} == {texts(None)}
+    assert texts((3, 1)) == texts((3, 1)) and texts(None) == tuple(f"review {index}" for index in range(6))
 
 
 def test_bad_sources_and_labels_are_refused_in_one_line(tmp_path):
