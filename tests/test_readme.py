@@ -38,6 +38,11 @@ COVERAGE = {
     "python train.py --dataset ../shared/data/aclImdb_v1_labeled.tar.gz": "here",
     "python train.py --train-file reviews-train.csv --test-file reviews-test.csv": "here",
     "python train.py": "here (as make train's first command)",
+    "python train.py --train-file 'reviews/train-*.csv.gz' --test-file reviews/test.csv.gz --streaming":
+        "tests/test_streamed_training.py::test_a_streamed_run_killed_after_a_backup_ends_with_the_weights_of_an_"
+        "uninterrupted_one",
+    "python benchmarks/synthetic_reviews.py --rows 3000000 --length-scale 0.4 --output /tmp/synthetic/3m.csv":
+        "tests/test_streaming.py::test_the_synthetic_set_generator_writes_shards_that_stream_back",
     "python train.py --preset bert_base_en_uncased": "here (no network: a one-line error)",
     "python train.py --preset hf://google-bert/bert-base-uncased": "here (no network: a one-line error)",
     "python train.py --preset /path/to/hf-or-kerashub-folder":

@@ -50,6 +50,9 @@ def test_a_streamed_run_killed_after_a_backup_ends_with_the_weights_of_an_uninte
     assert uninterrupted["examples"]["train"] + uninterrupted["examples"]["validation"] == 200
     assert uninterrupted["examples"]["test"] == 24 and uninterrupted["class_names"] == ["neg", "pos"]
 
+    # As the README shows it: a glob of gzipped shards, `--streaming` asked for; the same files as the folder.
+    sources = [*STREAMED, "--train-file", str(shards / "train" / "*.csv.gz"), "--test-file", str(shards / "test.csv"),
+               "--streaming"]
     run = tmp_path / "killed"
     state = kill_after_backup([train(run, *sources, wait=False)], run, step=4)
     assert 0 < state["step_in_epoch"] < steps or state["epoch"] == 1, f"the kill came too late: {state}"
