@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,6 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "streaming.md")
-
-
-def loopback_cluster(workers):
-    sockets = [socket.socket() for _ in range(workers)]
-    for probe in sockets:
-        probe.bind(("127.0.0.1", 0))
-    cluster = {"worker": [f"127.0.0.1:{probe.getsockname()[1]}" for probe in sockets]}
-    for probe in sockets:
-        probe.close()
-    return cluster
 
 
 def start_workers(cluster, folder, test_file, run_dir, args):
@@ -104,6 +93,8 @@ def main():
     parser.add_argument("--backup-every-steps", type=int, default=20)
     args = parser.parse_args()
     from machine import append_results, results_heading
+
+    from kerasbert.distribution import loopback_cluster
 
     scratch = tempfile.mkdtemp(prefix="kerasbert-workers-")
     run_dir, cluster = os.path.join(scratch, "run"), loopback_cluster(2)

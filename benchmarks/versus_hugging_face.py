@@ -312,8 +312,10 @@ class KerasbertWorker:
         from kerasbert.model import TextClassifier
 
         self.job = job
+        # The checkpoint's own dropout (0.1), as in the Hugging Face loop: the same arithmetic on both sides.
         self.config = config = dataclasses.replace(TrainConfig(max_seq_length=job["length"], batch_size=job["batch_size"],
-                                                               eval_batch_size=job["eval_batch_size"]), **job["options"])
+                                                               eval_batch_size=job["eval_batch_size"],
+                                                               backbone_dropout=-1.0), **job["options"])
         self.classifier = TextClassifier.from_preset(
             preset_folder(), num_classes=2, sequence_length=config.max_seq_length, truncation=config.truncation,
             dropout=config.dropout, precision=config.mixed_precision,

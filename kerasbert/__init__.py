@@ -43,7 +43,7 @@ _MODULES = {
     "model": ("TextClassifier",),
     "monitoring": ("MisclassifiedReviews", "TrainingTensorBoard"),
     "optimizers": ("GradientNormAdamW", "WarmupLinearDecay", "adamw_with_warmup"),
-    "preprocessing": ("ReviewPreprocessor",),
+    "preprocessing": ("LengthWarmup", "ReviewPreprocessor"),
     "presets": ("DEFAULT_PRESET",),
     "progress": ("Throughput", "TimeEstimate"),
     "splits": ("load_splits", "load_streamed_splits"),

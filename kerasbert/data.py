@@ -123,7 +123,8 @@ def labeled_texts_from(dataset):
 # --- tf.data pipelines -----------------------------------------------------
 
 
-def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True, first_epoch=0, skip_batches=0):
+def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True, first_epoch=0, skip_batches=0,
+                     length_warmup=None):
     """Shuffled, batched, tokenized training batches, in a new order on every pass.
 
     Each pass over the dataset is one epoch (Keras starts one per epoch): the
@@ -134,7 +135,8 @@ def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True
     E finishes it on `training_dataset(..., first_epoch=E, skip_batches=done)`
     and goes on with `first_epoch=E + 1`, seeing exactly the batches an
     uninterrupted run would. With several workers every worker builds the
-    same order and keeps its share of the batches (DATA sharding).
+    same order and keeps its share of the batches (DATA sharding). A
+    `preprocessing.LengthWarmup` tokenizes the run's first steps shorter.
 
     Build it outside a `strategy.scope()`: it counts its passes in a variable.
     """
@@ -152,17 +154,26 @@ def training_dataset(data, preprocessor, batch_size, seed, length_bucketing=True
         return dataset.map(lambda start: (tf.gather(texts, order[start:start + batch_size]),
                                           tf.gather(labels, order[start:start + batch_size])))
 
-    dataset = each_pass_an_epoch(epoch_batches, first_epoch)
+    dataset = each_pass_an_epoch(epoch_batches, first_epoch, length_warmup, skip_batches)
     # Keras reads the number of batches once, for every epoch: its progress bar and epoch ends need it.
     batches = max(-(-len(data) // batch_size) - skip_batches, 0)
-    return tokenized(dataset.apply(tf.data.experimental.assert_cardinality(batches)), preprocessor, length_bucketing)
+    return tokenized(dataset.apply(tf.data.experimental.assert_cardinality(batches)), preprocessor, length_bucketing,
+                     length_warmup)
 
 
-def each_pass_an_epoch(epoch_batches, first_epoch=0):
-    """A dataset whose k-th pass (Keras starts one per epoch) yields `epoch_batches(first_epoch + k)`."""
+def each_pass_an_epoch(epoch_batches, first_epoch=0, length_warmup=None, skip_batches=0):
+    """A dataset whose k-th pass (Keras starts one per epoch) yields `epoch_batches(first_epoch + k)`;
+    with a `preprocessing.LengthWarmup`, each batch also says whether it is one of the run's short steps (the
+    passes' batches, after the first `skip_batches`, are the epoch's steps in order)."""
     with tf.device("/cpu:0"):
         passes_started = tf.Variable(first_epoch - 1, dtype=tf.int64, trainable=False, name="passes_started")
-    return tf.data.Dataset.from_tensors(0).map(lambda _: passes_started.assign_add(1)).flat_map(epoch_batches)
+    if length_warmup is None:
+        each_epoch = epoch_batches
+    else:
+        def each_epoch(epoch):
+            return epoch_batches(epoch).enumerate(skip_batches).map(
+                lambda step, batch: (*batch, length_warmup.is_short(epoch, step)))
+    return tf.data.Dataset.from_tensors(0).map(lambda _: passes_started.assign_add(1)).flat_map(each_epoch)
 
 
 def evaluation_dataset(data, preprocessor, batch_size, length_bucketing=True):
@@ -179,9 +190,15 @@ def sorted_within_windows(order, lengths, window):
     return tf.gather(order, tf.argsort(windows * (tf.reduce_max(lengths) + 1) + lengths, stable=True))
 
 
-def tokenized(dataset, preprocessor, trim):
-    def preprocess(texts, labels):
-        features = preprocessor(texts)
+def tokenized(dataset, preprocessor, trim, length_warmup=None):
+    """Batches of (texts, labels), or with a `preprocessing.LengthWarmup` (texts, labels, short), tokenized by
+    `preprocessor` (a `ReviewPreprocessor` for the warm-up), padding trimmed if `trim`."""
+    def preprocess(texts, labels, short=None):
+        if short is None:
+            features = preprocessor(texts)
+        else:
+            features = tf.cond(short, lambda: preprocessor.tokenize_and_pack(texts, length_warmup.length),
+                               lambda: preprocessor.tokenize_and_pack(texts))
         return (trim_padding(features) if trim else features), labels
 
     options = pipeline_options()

@@ -245,3 +245,20 @@ class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         if axis is not None and self.experimental_local_results(value)[0].shape.rank == 0:
             axis = None
         return super().reduce(reduce_op, value, axis)
+
+
+def free_loopback_ports(count):
+    """`count` distinct loopback ports that were free a moment ago."""
+    sockets = [socket.socket() for _ in range(count)]
+    for probe in sockets:
+        probe.bind(("127.0.0.1", 0))
+    ports = [probe.getsockname()[1] for probe in sockets]
+    for probe in sockets:
+        probe.close()
+    return ports
+
+
+def loopback_cluster(workers):
+    """A TF_CONFIG cluster of `workers` workers on this machine (127.0.0.1): several local
+    processes, each started with its own task index, make a multi-worker run to test on."""
+    return {"worker": [f"127.0.0.1:{port}" for port in free_loopback_ports(workers)]}

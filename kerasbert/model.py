@@ -32,7 +32,7 @@ from kerasbert.files import written_atomically
 from kerasbert.fused_layers import use_fused_layers
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.optimizers import adamw_with_warmup, learn_training_length, warn_if_the_schedule_ended
-from kerasbert.preprocessing import ReviewPreprocessor
+from kerasbert.preprocessing import LengthWarmup, ReviewPreprocessor
 from kerasbert.presets import DEFAULT_PRESET, hugging_face_activation, preset_listing, resolve_preset
 from kerasbert.step_functions import ShapeRelaxedSteps
 from kerasbert.texts import LabeledTexts
@@ -62,13 +62,10 @@ class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
         backbone: a `keras_hub.models.BertBackbone`.
         num_classes: the number of classes, when `class_names` is not given.
         preprocessor: a `ReviewPreprocessor`, or None to feed token ids.
-        class_names: the name of each class, in the order of the logits;
-            default "0", "1", ... for `num_classes` classes.
+        class_names: each class's name, in the order of the logits ("0", "1", ... by default).
         fused_layers: compute with `kerasbert.fused_layers` (same weights).
-        feedforward_activation: the activation of the backbone's feed-forward
-            layers, when the checkpoint was trained with another one than
-            KerasHub's BERT computes (tanh-approximated GELU); e.g. "gelu" for
-            the exact GELU of a Hugging Face BERT. None keeps the backbone's.
+        feedforward_activation: the feed-forward activation the checkpoint was trained with, when not
+            KerasHub BERT's tanh-approximated GELU ("gelu" for a Hugging Face BERT); None keeps it.
         trim_last_layer: compute the last transformer layer at [CLS] only, the position
             the head reads (`kerasbert.backbone`: same logits, a seventh less work).
         shuffle_seed: the seed of `fit`'s shuffling of raw texts (None: drawn from
@@ -160,23 +157,30 @@ class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None, **kwargs):
+            steps_per_epoch=None, length_warmup=None, **kwargs):
         """Keras' `fit`. Raw texts (a list or array of strings with labels `y`, or
         `LabeledTexts`) are shuffled anew every epoch (by `shuffle_seed` and the epoch, so
         `initial_epoch` resumes the same order), batched by similar length and tokenized in
         `tf.data`; a `(texts, labels)` `validation_data` likewise, in length order. A
         `tf.data.Dataset` of token-id dicts is fed as it is; one of strings is tokenized by
         the preprocessor, as in KerasHub. The learning-rate schedule learns its length
-        (`epochs` times the batches per epoch) the first time; a `fit` past its end warns."""
+        (`epochs` times the batches per epoch) the first time; a `fit` past its end warns.
+        `length_warmup=(tokens, fraction)`: the first `fraction` of the steps on raw texts
+        tokenized to `tokens` (`kerasbert.preprocessing.LengthWarmup`)."""
         fed_tokens = self.feeds_tokens(x)
         if self.preprocessor is not None and is_texts(x):
-            x = data.training_dataset(as_labeled_texts(x, y), self.preprocessor, batch_size or 32,
-                                      self.drawn_shuffle_seed(), first_epoch=initial_epoch)
+            texts = as_labeled_texts(x, y)
+            steps = steps_per_epoch or -(-len(texts) // (batch_size or 32))
+            x = data.training_dataset(texts, self.preprocessor, batch_size or 32, self.drawn_shuffle_seed(),
+                                      first_epoch=initial_epoch, length_warmup=length_warmup and LengthWarmup.of_run(
+                                          *length_warmup, epochs=epochs, steps_per_epoch=steps))
             y, batch_size, fed_tokens = None, None, True
             if isinstance(validation_data, LabeledTexts):
                 validation_data = self.evaluation_batches(validation_data)
             elif validation_data is not None and not isinstance(validation_data, tf.data.Dataset):
                 validation_data = self.evaluation_batches(*validation_data[:2])
+        elif length_warmup:
+            raise ValueError("length_warmup applies to raw texts (a dataset takes it in data.training_dataset)")
         if isinstance(x, (tf.data.Dataset, tf.distribute.DistributedDataset)):
             shuffle = False  # a dataset orders itself; Keras would only warn that it ignores `shuffle`
             steps = steps_per_epoch or data.batch_count(x)
@@ -202,10 +206,7 @@ class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
             texts = as_labeled_texts(x)
             order = texts.length_order()
             batches = data.evaluation_dataset(texts.take(order), self.preprocessor, batch_size or 64)
-            logits = keras.Model.predict(self, batches, **kwargs)
-            unsorted = np.empty_like(logits)
-            unsorted[order] = logits
-            return unsorted
+            return keras.Model.predict(self, batches, **kwargs)[np.argsort(order)]  # back in the texts' order
         if self.feeds_tokens(x):
             return keras.Model.predict(self, x, batch_size=batch_size, **kwargs)
         return super().predict(x, batch_size=batch_size, **kwargs)
@@ -231,8 +232,7 @@ class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
         return softmax(self.predict(x, batch_size=batch_size, verbose=verbose)).numpy()
 
     def classify(self, texts, batch_size=64):
-        """One dict per text: its most likely class name (`label`), that class's probability
-        and every class's, computed as in `predict_probabilities`."""
+        """One dict per text: its likeliest class name (`label`), its probability and every class's."""
         return labeled_rows(texts, self.predict_probabilities(texts, batch_size), self.class_names)
 
     def drawn_shuffle_seed(self):
@@ -256,8 +256,7 @@ class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
             store[f"{SEED_STATE_PREFIX}{index}"] = generator.state
 
     def load_own_variables(self, store):
-        own = self._trainable_variables + self._non_trainable_variables
-        for index, variable in enumerate(own):
+        for index, variable in enumerate(self._trainable_variables + self._non_trainable_variables):
             variable.assign(store[str(index)])
         saved_seeds = [key for key in store.keys() if key.startswith(SEED_STATE_PREFIX)]
         if len(saved_seeds) == len(self.seed_generators()):  # files written before the seeds were saved have none

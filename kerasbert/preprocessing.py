@@ -12,6 +12,8 @@ Example:
 ['[CLS]', 'one', 'two', 'three', 'four', 'six', 'seven', '[SEP]']
 """
 
+import dataclasses
+
 import keras
 import keras_hub
 import tensorflow as tf
@@ -69,13 +71,15 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
     # pure-Python path, and training, export and serving all run the
     # TensorFlow path, so eager calls must run that same path too.
     @tf.function(reduce_retracing=True)
-    def tokenize_and_pack(self, x):
-        """A batch of strings ([batch]) -> packed int32 token_ids, padding_mask, segment_ids."""
+    def tokenize_and_pack(self, x, sequence_length=None):
+        """A batch of strings ([batch]) -> packed int32 token_ids, padding_mask, segment_ids, of
+        `sequence_length` tokens (default: the preprocessor's), truncated as the preprocessor does."""
         if not self.built:  # also when called other than through __call__
             self.build(None)
         tokenizer = self.tokenizer
-        token_ids = truncate(tokenizer(x), self.sequence_length - 2, self.head_tokens())
-        token_ids = pack(token_ids, self.sequence_length, tokenizer.start_token_id,
+        sequence_length = sequence_length or self.sequence_length
+        token_ids = truncate(tokenizer(x), sequence_length - 2, self.head_tokens(sequence_length))
+        token_ids = pack(token_ids, sequence_length, tokenizer.start_token_id,
                          tokenizer.end_token_id, tokenizer.pad_token_id)
         return {
             "token_ids": token_ids,
@@ -83,9 +87,10 @@ class ReviewPreprocessor(keras_hub.models.BertTextClassifierPreprocessor):
             "segment_ids": tf.zeros_like(token_ids),
         }
 
-    def head_tokens(self):
-        budget = self.sequence_length - 2
-        return {"head": budget, "tail": 0, "head+tail": min(HEAD_TOKENS, self.sequence_length // 2)}[self.truncation]
+    def head_tokens(self, sequence_length=None):
+        sequence_length = sequence_length or self.sequence_length
+        budget = sequence_length - 2
+        return {"head": budget, "tail": 0, "head+tail": min(HEAD_TOKENS, sequence_length // 2)}[self.truncation]
 
     def get_config(self):
         return {**super().get_config(), "truncation": self.truncation}
@@ -118,3 +123,32 @@ def pack(token_ids, sequence_length, start_id, end_id, pad_id):
     start = tf.cast(start_id, padded.dtype)
     end = tf.cast(end_id, padded.dtype)
     return tf.where(positions == 0, start, tf.where(positions == ends, end, padded))
+
+
+@dataclasses.dataclass(frozen=True)
+class LengthWarmup:
+    """Sequence-length warm-up (Li et al. 2022): the run's first `steps` training steps see
+    their reviews tokenized to `length` tokens (the same truncation, shorter), the rest at
+    the preprocessor's `sequence_length`. A step of 128 tokens costs about half of one of
+    256, and the model still ends its training on whole reviews. `steps_per_epoch` places
+    an epoch's batches on the run's count of steps.
+
+    >>> warmup = LengthWarmup.of_run(length=128, fraction=0.5, epochs=2, steps_per_epoch=100)
+    >>> warmup.steps, bool(warmup.is_short(epoch=0, step=99)), bool(warmup.is_short(epoch=1, step=0))
+    (100, True, False)
+    """
+
+    length: int
+    steps: int
+    steps_per_epoch: int
+
+    @classmethod
+    def of_run(cls, length, fraction, epochs, steps_per_epoch):
+        """The warm-up over the first `fraction` of `epochs` x `steps_per_epoch` steps."""
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"the length warm-up's fraction of the steps must be in [0, 1], got {fraction}")
+        return cls(length, round(fraction * epochs * steps_per_epoch), steps_per_epoch)
+
+    def is_short(self, epoch, step):
+        """Whether step `step` of epoch `epoch` (both counted from 0) is a short one."""
+        return epoch * self.steps_per_epoch + step < self.steps

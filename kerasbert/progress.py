@@ -144,11 +144,14 @@ class TimeEstimate(keras.callbacks.Callback):
     time, and keeps it in `estimate` (metrics.json records it beside the real
     times). `evaluated_sequences` counts every validation pass and the test
     set; `run_started` is the `time.perf_counter()` at which the run began;
-    `policy` is the Keras dtype policy the model computes in.
+    `policy` is the Keras dtype policy the model computes in. With a length
+    warm-up, the first `short_steps` steps are short ones: a full-length step is
+    estimated at `full_step_cost` of them, then timed again once they are over.
     """
 
     def __init__(self, remaining_steps, batch_size, evaluated_sequences, run_started=None,
-                 warmup_steps=3, measured_steps=10, policy="float32", work="fine-tuning"):
+                 warmup_steps=3, measured_steps=10, policy="float32", work="fine-tuning", short_steps=0,
+                 full_step_cost=1.0):
         super().__init__()
         self.remaining_steps, self.batch_size, self.evaluated_sequences = remaining_steps, batch_size, evaluated_sequences
         self.evaluation_speedup = EVALUATION_SPEEDUP.get(policy, EVALUATION_SPEEDUP["float32"])
@@ -156,38 +159,54 @@ class TimeEstimate(keras.callbacks.Callback):
         # A short run is estimated from the steps it has (none, if only warm-up steps).
         self.warmup_steps, self.measured_steps = warmup_steps, max(1, min(measured_steps, remaining_steps - warmup_steps))
         self.steps, self.started, self.estimate, self.work = 0, None, None, work
+        self.short_steps, self.full_step_cost = min(short_steps, remaining_steps), full_step_cost
+        # Where the timing windows start: the run's first steps, and the first full-length ones.
+        self.window_starts = [warmup_steps]
+        if self.short_steps >= warmup_steps + self.measured_steps:
+            self.window_starts.append(self.short_steps + warmup_steps)
 
     def on_train_batch_begin(self, batch, logs=None):
-        if self.steps == self.warmup_steps and self.started is None:
+        if self.steps in self.window_starts:
             self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.steps += 1
-        if self.estimate is None and self.steps == self.warmup_steps + self.measured_steps:
+        if self.started is not None and self.steps - self.measured_steps in self.window_starts:
             step_seconds = (time.perf_counter() - self.started) / self.measured_steps
-            self.estimate = self.from_step_seconds(step_seconds, self.remaining_steps - self.steps)
+            self.estimate, self.started = self.from_step_seconds(step_seconds, self.remaining_steps - self.steps), None
             if sys.stdout.isatty():
                 print()  # off the progress bar's line
-            phase(describe_estimate(self.estimate, self.work))
+            again = ", again at full length" if self.steps - self.measured_steps > self.warmup_steps else ""
+            phase(describe_estimate(self.estimate, self.work).replace("machine:", f"machine{again}:", 1))
 
     def from_step_seconds(self, step_seconds, steps_left=None):
-        """The estimate, in seconds, if the `steps_left` (default: all) steps take `step_seconds` each."""
+        """The estimate, in seconds, if the `steps_left` (default: all) steps take `step_seconds`
+        each (short ones, while the length warm-up lasts: full-length ones `full_step_cost` times that)."""
         steps_left = self.remaining_steps if steps_left is None else steps_left
-        train = steps_left * step_seconds
-        evaluation = self.evaluated_sequences * step_seconds / self.batch_size / self.evaluation_speedup
+        short_left = max(0, min(steps_left, self.short_steps - (self.remaining_steps - steps_left)))
+        full_step_seconds = step_seconds * (self.full_step_cost if short_left else 1.0)
+        train = short_left * step_seconds + (steps_left - short_left) * full_step_seconds
+        evaluation = self.evaluated_sequences * full_step_seconds / self.batch_size / self.evaluation_speedup
         elapsed = time.perf_counter() - self.run_started
-        return {"step_seconds": step_seconds, "remaining_steps": steps_left, "train_seconds": train,
-                "evaluation_seconds": evaluation, "elapsed_seconds": elapsed,
-                "total_seconds": elapsed + train + evaluation}
+        return {"step_seconds": step_seconds, "remaining_steps": steps_left, "short_steps": short_left,
+                "full_step_seconds": full_step_seconds, "train_seconds": train, "evaluation_seconds": evaluation,
+                "elapsed_seconds": elapsed, "total_seconds": elapsed + train + evaluation}
 
 
 def describe_estimate(estimate, work="fine-tuning"):
     finish = time.strftime("%H:%M", time.localtime(time.time() + estimate["train_seconds"]
                                                     + estimate["evaluation_seconds"]))
     return (f"estimated time on this machine: {work} {minutes(estimate['train_seconds'])} more "
-            f"({estimate['remaining_steps']} steps at {estimate['step_seconds']:.2f} s), evaluation "
+            f"({estimate['remaining_steps']} steps at {steps_at(estimate)}), evaluation "
             f"{minutes(estimate['evaluation_seconds'])}; whole run about {minutes(estimate['total_seconds'])}, "
             f"done about {finish}")
+
+
+def steps_at(estimate):
+    if not estimate.get("short_steps"):
+        return f"{estimate['step_seconds']:.2f} s"
+    return (f"{estimate['step_seconds']:.2f} s while {estimate['short_steps']} are short, then about "
+            f"{estimate['full_step_seconds']:.2f} s")
 
 
 def minutes(seconds):

@@ -22,7 +22,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasbert import data, streaming
+from kerasbert import data, preprocessing, streaming
 from kerasbert.errors import KerasbertError
 from kerasbert.progress import phase
 from kerasbert.evaluation import words_in
@@ -46,10 +46,11 @@ class Splits:
         return math.ceil(len(self.train) / batch_size)
 
     def training_batches(self, preprocessor, batch_size, seed, length_bucketing=True, first_epoch=0, skip_batches=0,
-                         steps=None):
+                         steps=None, length_warmup=None):
         """Each epoch's batches (`data.training_dataset`), only its first `steps` if given."""
         return data.training_dataset(self.train, preprocessor, batch_size, seed, length_bucketing, first_epoch,
-                                     skip_batches).take((steps or self.batches_per_epoch(batch_size)) - skip_batches)
+                                     skip_batches, length_warmup).take(
+                                         (steps or self.batches_per_epoch(batch_size)) - skip_batches)
 
     def validation_batches(self, preprocessor, batch_size, length_bucketing=True):
         if len(self.validation):
@@ -145,18 +146,22 @@ class StreamedSplits:
         return self.survey.batches_per_epoch(batch_size)
 
     def training_batches(self, preprocessor, batch_size, seed, length_bucketing=True, first_epoch=0, skip_batches=0,
-                         steps=None):
+                         steps=None, length_warmup=None):
         steps = min(steps or math.inf, self.batches_per_epoch(batch_size))
         rows = self.train if self.reordered is None else (
             lambda epoch: self.reordered((tf.constant(seed, tf.int64), epoch)))  # files in a new order each epoch
         if self.shard:
+            replicas = self.shard.replicas_here  # a worker's batches go to its replicas in turn
+            if length_warmup is not None:
+                length_warmup = preprocessing.LengthWarmup(length_warmup.length, length_warmup.steps * replicas,
+                                                           length_warmup.steps_per_epoch * replicas)
             batches = streaming.streamed_batches(rows, preprocessor, self.shard.per_replica(batch_size),
                                                  seed + self.shard.index, first_epoch=first_epoch,
-                                                 skip_batches=skip_batches * self.shard.replicas_here)
+                                                 skip_batches=skip_batches * replicas, length_warmup=length_warmup)
             return self.shard.distributed(batches, steps - skip_batches)
         return streaming.streamed_batches(rows, preprocessor, batch_size, seed,
                                           batches_per_epoch=self.batches_per_epoch(batch_size), first_epoch=first_epoch,
-                                          skip_batches=skip_batches).take(steps - skip_batches)
+                                          skip_batches=skip_batches, length_warmup=length_warmup).take(steps - skip_batches)
 
     def validation_batches(self, preprocessor, batch_size, length_bucketing=True):
         if self.shard:
@@ -206,14 +211,16 @@ def load_streamed_splits(dataset="imdb_reviews", data_dir=None, train_file=None,
     if shard and not (train_file and class_names):
         raise KerasbertError("streaming over several workers reads files (--train-file) and needs --class-names: "
                              "no worker sees every label")
+
+    def file_rows(order=None):  # this worker's training files' rows, the files in `order`
+        return shard.of(train_file, order)[0] if shard else streaming.stream_rows(train_file, order=order)
+
     if shard:
         everyone = streaming.labeled(streaming.stream_rows(train_file), class_names)
         everyone = streaming.split_by_text_hash(everyone, validation_split)[1]
-        train, share = shard.of(train_file)
-        phase(f"worker {shard.index} of {shard.count} reads {share} of {train_file}")
-        test = streaming.stream_rows(test_file) if with_test else None
-    elif train_file:
-        train, test = streaming.stream_rows(train_file), streaming.stream_rows(test_file) if with_test else None
+        phase(f"worker {shard.index} of {shard.count} reads {shard.of(train_file)[1]} of {train_file}")
+    if train_file:
+        train, test = file_rows(), streaming.stream_rows(test_file) if with_test else None
     else:
         train, test = (tfds_rows(dataset, data_dir, split) for split in ("train", "test"))
         class_names = class_names or data.tfds_class_names(dataset, data_dir or None)
@@ -237,10 +244,10 @@ def load_streamed_splits(dataset="imdb_reviews", data_dir=None, train_file=None,
             raise KerasbertError(f"the {name} split is empty")
     train, validation = streaming.split_by_text_hash(train, validation_split)
     reordered = None
-    if train_file and not max_train_examples:  # the first rows of one order are not those of another
+    # Files in a new order each epoch; not with --max-train-examples: the first rows of one order are not another's.
+    if train_file and not max_train_examples and len(streaming.streamed_files(train_file)) > 1:
         def reordered(order):
-            rows = shard.of(train_file, order)[0] if shard else streaming.stream_rows(train_file, order=order)
-            return streaming.split_by_text_hash(streaming.labeled(rows, class_names), validation_split)[0]
+            return streaming.split_by_text_hash(streaming.labeled(file_rows(order), class_names), validation_split)[0]
     return StreamedSplits(train, validation, test, list(class_names), survey, test_survey.train, shard, everyone,
                           reordered)
 

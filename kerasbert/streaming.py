@@ -215,7 +215,7 @@ def survey(rows, validation_fraction=0.0):
 
 
 def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000, batches_per_epoch=None,
-                     first_epoch=0, skip_batches=0):
+                     first_epoch=0, skip_batches=0, length_warmup=None):
     """Tokenized training batches of `rows` (or of `rows(epoch)`, say files in a new order each
     epoch): rows shuffled within blocks of `shuffle_buffer` rows, grouped
     with rows of similar length, padding trimmed. Each pass is an epoch whose order is a function of (seed, epoch)
@@ -224,7 +224,7 @@ def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000
     goes on with exactly the batches an uninterrupted one would see). Give `batches_per_epoch`
     (`survey(rows).batches_per_epoch(batch_size)`) and Keras knows an epoch's length; give the
     optimizer's schedule the run's (`adamw_with_warmup(total_steps=epochs * batches_per_epoch)`).
-    Build it outside a `strategy.scope()`."""
+    A `preprocessing.LengthWarmup` tokenizes the run's first steps shorter. Build it outside a `strategy.scope()`."""
     def epoch_batches(epoch):
         epoch_rows = rows(epoch) if callable(rows) else rows
         # Stateless shuffles of each block, seeded by (seed, epoch, block): tf.data's own shuffle
@@ -239,10 +239,10 @@ def streamed_batches(rows, preprocessor, batch_size, seed, shuffle_buffer=10_000
             lambda text, label: tf.strings.length(text), LENGTH_BOUNDARIES,
             [batch_size] * (len(LENGTH_BOUNDARIES) + 1)).skip(skip_batches)
 
-    batches = data.each_pass_an_epoch(epoch_batches, first_epoch)
+    batches = data.each_pass_an_epoch(epoch_batches, first_epoch, length_warmup, skip_batches)
     if batches_per_epoch is not None:
         batches = batches.apply(tf.data.experimental.assert_cardinality(max(batches_per_epoch - skip_batches, 0)))
-    return data.tokenized(batches, preprocessor, trim=True)
+    return data.tokenized(batches, preprocessor, True, length_warmup)
 
 
 @dataclasses.dataclass

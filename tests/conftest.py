@@ -5,7 +5,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -117,24 +116,15 @@ def finished_run(tmp_path_factory):
     return config, train_and_evaluate(config)
 
 
-def free_ports(count):
-    """`count` distinct loopback ports that were free a moment ago."""
-    sockets = [socket.socket() for _ in range(count)]
-    for probe in sockets:
-        probe.bind(("127.0.0.1", 0))
-    ports = [probe.getsockname()[1] for probe in sockets]
-    for probe in sockets:
-        probe.close()
-    return ports
-
-
 def assert_same_predictions(first, second, inputs, atol=1e-6):
     np.testing.assert_allclose(first.predict(inputs, verbose=0), second.predict(inputs, verbose=0), atol=atol)
 
 
 class TensorBoardServer:
     def __init__(self, logdir, load_fast="false"):
-        [self.port] = free_ports(1)
+        from kerasbert.distribution import free_loopback_ports
+
+        [self.port] = free_loopback_ports(1)
         tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
         self.process = subprocess.Popen(
             [tensorboard, "--logdir", logdir, "--host", "127.0.0.1", "--port", str(self.port), "--load_fast", load_fast],

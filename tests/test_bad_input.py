@@ -30,6 +30,8 @@ CASES = [
     ("train", "--batch-size many", "--batch-size: invalid int value"),
     ("train", "--validation-split 1", "--validation-split must be in [0, 1)"),
     ("train", "--mixed-precision fp8", "--mixed-precision: invalid choice"),
+    ("train", "--length-warmup 256", "--length-warmup must be -1, 0 or from 3 to under --max-seq-length, got 256"),
+    ("train", "--length-warmup-fraction 1.5", "--length-warmup-fraction must be in [0, 1)"),
     ("train", "--config missing.json", "--config missing.json: No such file or directory"),
     ("train", "--config broken.json", "--config broken.json is not valid JSON"),
     ("train", "--config list.json", "--config list.json must hold one JSON object of options"),

@@ -9,7 +9,7 @@ from kerasbert import data
 from kerasbert.errors import KerasbertError
 from kerasbert.splits import load_splits
 from kerasbert.job import cli
-from kerasbert.preprocessing import ReviewPreprocessor
+from kerasbert.preprocessing import LengthWarmup, ReviewPreprocessor
 from kerasbert.texts import read_acl_imdb, read_table
 from tests.conftest import ACL_IMDB_TARBALL, TFDS_DIR
 
@@ -196,6 +196,40 @@ def test_each_pass_is_the_next_epoch_in_an_order_fixed_by_seed_and_epoch(preset_
         tf.random.set_seed(global_seed)
         assert passes(3) == epochs, "the order depends on (seed, epoch) alone, not on TensorFlow's global seed"
     assert passes(1, seed=0) != epochs[:1]
+
+
+def test_a_length_warmup_tokenizes_the_runs_first_steps_shorter(preset_path, tfds_splits):
+    preprocessor = ReviewPreprocessor.from_preset(preset_path, sequence_length=128)
+    warmup = LengthWarmup.of_run(length=32, fraction=0.5, epochs=2, steps_per_epoch=7)  # the first 7 steps
+
+    def widths(first_epoch=0, skip_batches=0, **options):
+        dataset = data.training_dataset(tfds_splits.train, preprocessor, batch_size=8, seed=1,
+                                        first_epoch=first_epoch, skip_batches=skip_batches, **options)
+        return [[features["token_ids"].shape[1] for features, _ in dataset] for _ in range(2 - first_epoch)]
+
+    plain, warmed = widths(), widths(length_warmup=warmup)
+    assert max(warmed[0]) <= 32 < max(plain[0]), "epoch 0 is the warm-up: every batch at most 32 tokens"
+    assert warmed[1] == plain[1], "epoch 1 is at the full length, as without a warm-up"
+    assert widths(first_epoch=0, skip_batches=3, length_warmup=warmup)[0] == warmed[0][3:], "resumed mid-warm-up"
+    assert widths(first_epoch=1, length_warmup=warmup) == warmed[1:], "resumed after it"
+
+    def labels(**options):
+        return [y.numpy().tolist() for _, y in data.training_dataset(tfds_splits.train, preprocessor, 8, 1, **options)]
+    assert labels(length_warmup=warmup) == labels(), "the same batches in the same order"
+
+
+def test_a_short_sequence_is_the_same_truncation_of_the_review(preset_path, tfds_splits):
+    long = ReviewPreprocessor.from_preset(preset_path, sequence_length=256, truncation="head+tail")
+    short = ReviewPreprocessor.from_preset(preset_path, sequence_length=64, truncation="head+tail")
+    texts = tf.constant(list(tfds_splits.train.texts[:8]))
+    for name, value in short.tokenize_and_pack(texts).items():
+        np.testing.assert_array_equal(long.tokenize_and_pack(texts, 64)[name].numpy(), value.numpy(), err_msg=name)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_a_length_warmup_fraction_is_a_fraction(fraction):
+    with pytest.raises(ValueError, match="fraction of the steps must be in"):
+        LengthWarmup.of_run(64, fraction, epochs=1, steps_per_epoch=10)
 
 
 def test_length_bucketing_puts_reviews_of_similar_length_in_a_batch(preset_path, tfds_splits):

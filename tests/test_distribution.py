@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from kerasbert import files
-from kerasbert.distribution import Task, cluster_task
+from kerasbert.distribution import Task, cluster_task, free_loopback_ports
 from kerasbert.job import cli
 from kerasbert.job.config import TrainConfig
 from kerasbert.job.report import read_scalars
-from tests.conftest import ROOT, TINY, free_ports, kill_after_backup
+from tests.conftest import ROOT, TINY, kill_after_backup
 
 def step_losses(run_dir):
     steps, values = read_scalars(os.path.join(run_dir, "logs", "train"))["batch_loss"]
@@ -40,7 +40,7 @@ def test_mirrored_over_two_logical_cpus_matches_the_default_strategy(tmp_path, t
 
 
 def test_two_workers_on_loopback_train_and_only_the_chief_keeps_outputs(tmp_path, train):
-    ports = free_ports(2)
+    ports = free_loopback_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     run = tmp_path / "cluster-run"
     workers = [train(run, "--strategy", "multi-worker", wait=False,
@@ -71,7 +71,7 @@ print("FIT-OK")
 
 def test_plain_multi_worker_strategy_still_fails_in_keras_fit():
     """The upstream bug MultiWorkerStrategy works around: when this test fails, Keras or TF fixed it."""
-    ports = free_ports(2)
+    ports = free_loopback_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     workers = [subprocess.Popen([sys.executable, "-c", PLAIN_MULTI_WORKER_FIT], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env={**os.environ, "TF_CONFIG": json.dumps(

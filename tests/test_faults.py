@@ -15,9 +15,10 @@ import time
 import pytest
 
 from kerasbert import disk, files
+from kerasbert.distribution import free_loopback_ports
 from kerasbert.errors import KerasbertError
 from kerasbert.job import cli, faults
-from tests.conftest import ROOT, TFDS_DIR, free_ports
+from tests.conftest import ROOT, TFDS_DIR
 
 TINY = ["--data-dir", str(TFDS_DIR), "--max-train-examples", "40", "--validation-split", "0.2",
         "--max-test-examples", "16", "--max-seq-length", "32", "--batch-size", "8", "--eval-batch-size", "16",
@@ -207,7 +208,7 @@ def cluster_environment(ports, index):
 
 
 def test_a_lone_worker_ends_after_its_peer_timeout_and_at_once_on_sigterm(tmp_path, tiny_backbone):
-    ports = free_ports(2)
+    ports = free_loopback_ports(2)
     started = time.monotonic()
     returncode, out, err = run("train.py", *TINY, *tiny_backbone, "--strategy", "multi-worker", "--peer-timeout", "5",
                                "--output-dir", str(tmp_path / "run"), env=cluster_environment(ports, 0))
@@ -226,7 +227,7 @@ def test_a_lone_worker_ends_after_its_peer_timeout_and_at_once_on_sigterm(tmp_pa
 
 
 def test_a_lost_worker_ends_the_survivor_in_one_line_and_the_same_commands_resume(tmp_path, tiny_backbone):
-    ports = free_ports(2)
+    ports = free_loopback_ports(2)
     command = ["train.py", *LONGER, *tiny_backbone, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
     workers = [run(*command, env=cluster_environment(ports, index), wait=False) for index in range(2)]
     states = [tmp_path / "run" / "backup" / "state.json", tmp_path / "run.worker-1" / "backup" / "state.json"]
@@ -265,7 +266,7 @@ def test_the_lost_worker_is_named_from_the_collective_error():
 
 
 def test_sigterm_to_one_worker_stops_every_worker_after_the_same_step(tmp_path, tiny_backbone):
-    ports = free_ports(2)
+    ports = free_loopback_ports(2)
     command = ["train.py", *LONGER, *tiny_backbone, "--strategy", "multi-worker", "--output-dir", str(tmp_path / "run")]
     workers = [run(*command, env=cluster_environment(ports, index), wait=False) for index in range(2)]
     states = [tmp_path / "run" / "backup" / "state.json", tmp_path / "run.worker-1" / "backup" / "state.json"]

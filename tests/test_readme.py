@@ -165,7 +165,7 @@ def test_make_train_best_runs_the_recipe_and_make_adapt_writes_a_preset_train_py
     planned = run([*make, "-n", "train-best"], readme_project).stdout.strip().splitlines()
     assert [line.split()[1:3] for line in planned] == [["train.py", "--max-seq-length"], ["export.py", "--run"]], planned
     recipe = planned[0].split()[2:]
-    assert recipe == "--max-seq-length 512 --epochs 2 --backbone-dropout 0".split()
+    assert recipe == "--max-seq-length 512 --epochs 2 --backbone-dropout 0 --length-warmup 0".split()
     adapted = run([*make, "adapt"], readme_project)
     assert "adapted preset written to adapted/minilm-imdb" in adapted.stdout
     assert (readme_project / "adapted" / "minilm-imdb" / "kerasbert_preset.json").is_file()

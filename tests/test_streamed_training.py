@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from kerasbert import data, files
+from kerasbert.distribution import loopback_cluster
 from kerasbert.model import load_classifier
-from tests.conftest import ROOT, TFDS_DIR, TINY, free_ports, kill_after_backup
+from tests.conftest import ROOT, TFDS_DIR, TINY, kill_after_backup
 
 STREAMED = ["--max-train-examples", "0", "--max-test-examples", "0", "--epochs", "2", "--backup-every-steps", "2"]
 
@@ -91,7 +92,7 @@ def test_two_workers_each_stream_their_own_shards_and_resume_after_a_kill(tmp_pa
     rows = [{"text": text, "label": label} for text, label in read_csv_shards(shards / "train")]
     for index in range(4):
         (folder / f"part-{index}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows[index::4]))
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    cluster = loopback_cluster(2)
     run = tmp_path / "cluster-run"
 
     def workers(*options):

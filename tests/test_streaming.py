@@ -18,7 +18,7 @@ import tensorflow as tf
 import kerasbert
 from kerasbert import streaming
 from kerasbert.errors import KerasbertError
-from kerasbert.preprocessing import preprocessor_from_vocabulary
+from kerasbert.preprocessing import LengthWarmup, preprocessor_from_vocabulary
 from kerasbert.streaming import count_rows, split_by_text_hash, stream_labeled_texts, stream_rows, streamed_batches
 from tests.conftest import ROOT, TFDS_DIR
 
@@ -116,6 +116,13 @@ def test_a_classifier_fits_on_streamed_batches_in_a_new_seeded_order_each_epoch(
     assert seed_zero != first and len(seed_zero) == len(first)  # 0 is a seed like any other
     widths = [features["token_ids"].shape[1] for features, _ in batches]
     assert sum(features["token_ids"].shape[0] for features, _ in batches) == 96 and min(widths) < max(widths)
+    warmup = LengthWarmup.of_run(16, fraction=0.25, epochs=2, steps_per_epoch=len(widths))
+    warmed = streamed_batches(streamed, preprocessor, batch_size=8, seed=3, shuffle_buffer=32, length_warmup=warmup)
+    epoch_0, epoch_1 = list(warmed), list(warmed)
+    assert epoch_order(epoch_0) == first and epoch_order(epoch_1) == second, "the same rows, first tokens kept ('head')"
+    assert max(features["token_ids"].shape[1] for features, _ in epoch_0[:warmup.steps]) <= 16 < max(widths)
+    plain_epoch_1 = streamed_batches(streamed, preprocessor, batch_size=8, seed=3, shuffle_buffer=32, first_epoch=1)
+    assert [x["token_ids"].shape[1] for x, _ in epoch_1] == [x["token_ids"].shape[1] for x, _ in plain_epoch_1]
     backbone = keras_hub.models.BertBackbone(vocabulary_size=len(WORDS) + 5, num_layers=1, num_heads=2, hidden_dim=8,
                                              intermediate_dim=16, max_sequence_length=64)
     keras.utils.set_random_seed(0)

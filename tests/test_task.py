@@ -187,6 +187,8 @@ def test_a_plain_fit_on_a_dataset_prints_no_keras_warning(recwarn):
     classifier.fit(dataset, epochs=1, verbose=0)
     assert [str(warning.message) for warning in recwarn if "shuffle" in str(warning.message)] == []
     assert classifier.optimizer._learning_rate.total_steps == 2
+    with pytest.raises(ValueError, match="length_warmup applies to raw texts"):
+        classifier.fit(dataset, epochs=1, verbose=0, length_warmup=(4, 0.5))
 
 
 def test_texts_of_every_length_compute_without_a_retracing_warning(tmp_path):
@@ -214,7 +216,9 @@ def test_texts_of_every_length_compute_without_a_retracing_warning(tmp_path):
     handler = Retracing()
     logging.getLogger("tensorflow").addHandler(handler)
     try:
-        classifier.fit(texts[:64], [index % 2 for index in range(64)], batch_size=8, epochs=1, verbose=0)
+        # The first half of the steps on texts of at most 32 tokens (a length warm-up), the rest at 512.
+        classifier.fit(texts[:64], [index % 2 for index in range(64)], batch_size=8, epochs=1, verbose=0,
+                       length_warmup=(32, 0.5))
         probabilities = classifier.predict_probabilities(texts)
         classifier.classify(["good fun", "awful", "dull plot " * 200])
         classifier.evaluate(texts, [index % 2 for index in range(300)], verbose=0)

@@ -74,8 +74,9 @@ def texts_to_adapt_on(config):
         rows = stream_unlabeled_texts(config.dataset, config.data_dir, config.split_names(), config.validation_split,
                                       config.max_texts)
         heldout = rows_in_memory(rows.take(config.heldout_texts))
-        survey = streaming.survey(rows.skip(len(heldout)))
-        return rows.skip(len(heldout)), heldout, survey.train, survey.batches_per_epoch(config.batch_size)
+        rest = rows.skip(len(heldout))
+        survey = streaming.survey(rest)
+        return rest, heldout, survey.train, survey.batches_per_epoch(config.batch_size)
     texts = data.load_unlabeled_texts(config.dataset, config.data_dir, config.split_names(),
                                       config.validation_split, config.seed, config.max_texts)
     texts, heldout = texts.split(config.heldout_texts / len(texts) if len(texts) > config.heldout_texts else 0,

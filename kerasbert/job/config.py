@@ -51,9 +51,14 @@ class TrainConfig(Options):
         "(head+tail, Sun et al. 2019).",
         choices=TRUNCATIONS,
     )
+    length_warmup: int = option(-1, "Sequence-length warm-up: tokens per review (truncated as --truncation says) for "
+                                "the first --length-warmup-fraction of the training steps (-1: half of --max-seq-length; "
+                                "0: off).")
+    length_warmup_fraction: float = option(0.5, "The share of the training steps taken at --length-warmup tokens.")
     dropout: float = option(0.1, "Dropout before the classification layer.")
     backbone_dropout: float = option(
-        -1.0, "Dropout inside the BERT backbone (-1: the preset's own, 0.1 for BERT and MiniLM)."
+        0.0, "Dropout inside the BERT backbone (-1: the preset's own, 0.1 for BERT and MiniLM; none by default, "
+        "chosen on validation: benchmarks/sweep_recipe.md)."
     )
     # Data
     dataset: str = option(
@@ -146,7 +151,9 @@ class TrainConfig(Options):
         check_values(self, positive=("max_seq_length", "epochs", "batch_size", "eval_batch_size", "log_every_steps"),
                      non_negative=("max_train_examples", "max_test_examples", "steps_per_epoch", "early_stopping_patience", "clip_norm",
                                    "weight_decay", "logical_cpu_devices", "backup_every_steps", "peer_timeout"),
-                     fractions=("validation_split", "warmup_ratio", "dropout"))
+                     fractions=("validation_split", "warmup_ratio", "dropout", "length_warmup_fraction"))
+        if self.length_warmup not in (-1, 0) and not 3 <= self.length_warmup < self.max_seq_length:
+            raise KerasbertError(f"--length-warmup must be -1, 0 or from 3 to under --max-seq-length, got {self.length_warmup}")
         if not (self.backbone_dropout == -1.0 or 0.0 <= self.backbone_dropout < 1.0):
             raise KerasbertError(f"--backbone-dropout must be -1 or in [0, 1), got {self.backbone_dropout}")
         if not 0.0 < self.layer_decay <= 1.0:

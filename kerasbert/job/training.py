@@ -20,7 +20,7 @@ import time
 import keras
 import tensorflow as tf
 
-from kerasbert import data, distribution, monitoring, streaming
+from kerasbert import data, distribution, monitoring, preprocessing, streaming
 from kerasbert.errors import KerasbertError
 from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.job import faults, resume, rundir
@@ -93,14 +93,14 @@ class ResumableJob:
         return state
 
     def fit(self, model, state, batches, examples, validation_data=None, evaluated=0, callbacks=(),
-            monitor="val_accuracy", patience=0, profile_batch=0, steps_per_epoch=None):
+            monitor="val_accuracy", patience=0, profile_batch=0, steps_per_epoch=None, length_warmup=None):
         """`model.fit` until `config.epochs` on `batches(first_epoch, skip_batches)` of `examples`, on
         from `state` (a fresh `RunState`, or a backup's: an epoch a kill cut short is finished by a
         fit of its own), with backups, throughput, NaN check, TensorBoard, `callbacks`, a time estimate
         over the steps left and `evaluated` sequences, plain progress lines without a terminal. After
         SIGTERM it raises `Preempted`; when the loss became NaN, a one-line `KerasbertError`. Returns
         the `Throughput` and `TimeEstimate` callbacks. An epoch is `steps_per_epoch` batches (default:
-        `examples` / the batch size)."""
+        `examples` / the batch size); the estimate knows the steps a `length_warmup` shortens."""
         config = self.config
         steps_per_epoch = steps_per_epoch or math.ceil(examples / config.batch_size)
         throughput = Throughput(config.batch_size, examples, state.train_seconds, state.trained_sequences,
@@ -108,8 +108,11 @@ class ResumableJob:
         training_backup = resume.TrainingBackup(self.backup, state, throughput, config.backup_every_steps, monitor,
                                                 patience, self.notice,
                                                 distribution.any_worker(self.strategy) if self.workers > 1 else bool)
+        short_steps, full_cost = (0, 1.0) if length_warmup is None else (
+            length_warmup.steps - state.global_step, config.max_seq_length / length_warmup.length)
         time_estimate = TimeEstimate(config.epochs * steps_per_epoch - state.global_step, config.batch_size,
-                                     evaluated, self.started, policy=self.precision.policy, work=self.work)
+                                     evaluated, self.started, policy=self.precision.policy, work=self.work,
+                                     short_steps=short_steps, full_step_cost=full_cost)
         tensorboard = monitoring.TrainingTensorBoard(self.run_dir.log_dir, config.batch_size,
                                                      config.log_every_steps, profile_batch)
         # The backup last: it records the epoch's logs once every other callback has added to them.
@@ -185,15 +188,20 @@ def fine_tune(job, splits):
         callbacks.append(monitoring.MisclassifiedReviews(os.path.join(run_dir.log_dir, "validation"), sample,
                                                          batches, splits.class_names))
 
+    short_length = config.max_seq_length // 2 if config.length_warmup == -1 else config.length_warmup
+    length_warmup = preprocessing.LengthWarmup.of_run(
+        short_length, config.length_warmup_fraction, config.epochs, steps_per_epoch) if short_length else None
+
     def training_batches(first_epoch, skip_batches):
         return splits.training_batches(preprocessor, config.batch_size, config.seed, config.length_bucketing,
-                                       first_epoch, skip_batches, steps_per_epoch)
+                                       first_epoch, skip_batches, steps_per_epoch, length_warmup)
 
     evaluated = sizes["validation"] * (config.epochs - state.epoch) + sizes["test"]
     trained = min(sizes["train"], steps_per_epoch * config.batch_size)
     throughput, time_estimate = job.fit(classifier, state, training_batches, trained, validation_data,
                                         evaluated, callbacks, monitored_metric(splits),
-                                        config.early_stopping_patience, config.profile_range(), steps_per_epoch)
+                                        config.early_stopping_patience, config.profile_range(), steps_per_epoch,
+                                        length_warmup)
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     if os.path.exists(run_dir.best_weights):
