@@ -47,11 +47,14 @@ def main():
     parser.add_argument("--top", type=int, default=12, help="Op types listed per phase.")
     parser.add_argument("--trace-dir", default=os.path.join("runs", "profile"))
     parser.add_argument("--mixed-precision", default="auto", help="kerasbert's --mixed-precision (auto, off, bf16).")
+    parser.add_argument("--backbone-dropout", type=float, default=0.0,
+                        help="kerasbert's --backbone-dropout (0.0, its default; -1: the checkpoint's 0.1).")
     parser.add_argument("--results", default="benchmarks/profile.md")
     args = parser.parse_args()
 
     worker = KerasbertWorker({"length": args.length, "batch_size": 16, "eval_batch_size": 64,
-                              "options": {"mixed_precision": args.mixed_precision}})
+                              "options": {"mixed_precision": args.mixed_precision,
+                                          "backbone_dropout": args.backbone_dropout}})
     train_count = (args.train_steps + WARMUP_STEPS) * 16
     train_part, inference_part = split_part(real_reviews(args.data_dir, train_count + args.inference_examples),
                                             train_count)
@@ -125,7 +128,7 @@ def kind_of(op_type):
 def append_results(args, phases, worker):
     lines = [results_heading(),
              f"kerasbert defaults (--mixed-precision {args.mixed_precision}: {worker.classifier.dtype_policy.name}, "
-             f"length bucketing), length {args.length}; training: "
+             f"length bucketing, backbone dropout {args.backbone_dropout}), length {args.length}; training: "
              f"{args.train_steps} steps of batch 16 after {WARMUP_STEPS} warm-up steps; inference: "
              f"{args.inference_examples} reviews in batches of 64. Op seconds are summed over TensorFlow's "
              "executor threads, so they can exceed the wall time when ops run side by side.\n"]

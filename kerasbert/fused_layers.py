@@ -1,6 +1,8 @@
-"""Drop-in subclasses of Keras' Dense, EinsumDense, MultiHeadAttention and
-Dropout whose TensorFlow graphs are cheaper: Grappler's oneDNN remapper fuses
-the projections, and dropout draws half the random numbers.
+"""Drop-in subclasses of Keras' Dense, EinsumDense, MultiHeadAttention, Dropout
+and LayerNormalization whose TensorFlow graphs are cheaper: Grappler's oneDNN
+remapper fuses the projections, dropout draws half the random numbers, and
+training computes GELU and the softmax's gradient as XLA kernels and
+LayerNorm's gradient in a few passes.
 
 Keras 3 computes a Dense layer on a [batch, length, features] input as
 `tensordot` (reshape, MatMul, reshape) followed by a separate bias `Add` and
@@ -12,7 +14,15 @@ GELU), which the remapper turns into one `_FusedMatMul`, and attention as
 `BatchMatMul` with an additive mask. Dropout draws 16 random bits per element
 where TensorFlow's draws a 32-bit word (also in bfloat16): in bf16 training on
 a CPU, the random numbers for dropout took 13% of the op time
-(`benchmarks/profile.md`). Weights, configs and saved files are unchanged:
+(`benchmarks/profile.md`). With the matrix multiplies on AMX tiles, what remained
+was element-wise: on a Xeon with AMX, a bf16 training step at 512 tokens spent
+57% of its op time there, a fifth of it in GELU and its gradient, one
+element-wise op after another (each a pass over memory, each bf16 element
+converted one at a time). In training, GELU and its gradient run as one XLA
+kernel each and so does the softmax's gradient; inference keeps the plain ops,
+which the remapper fuses into the MatMul and BatchMatMul, so exported models
+hold no XLA. LayerNorm's gradient is written out (five passes instead of about
+fifteen). Weights, configs and saved files are unchanged:
 `use_fused_layers` only rebinds the classes of a built model's layers, so a
 model is fused again after it is loaded.
 
@@ -20,8 +30,8 @@ Example:
 
 >>> from kerasbert.model import TextClassifier
 >>> classifier = TextClassifier.from_preset("all_minilm_l6_v2_offline", num_classes=2, fused_layers=False)
->>> use_fused_layers(classifier)  # per layer: 4 projections, 2 feed-forward, attention, 3 dropouts; 4 more
-64
+>>> use_fused_layers(classifier)  # per layer: 4 projections, 2 feed-forward, attention, 3 dropouts, 2 LayerNorms; 5 more
+77
 >>> uses_fused_layers(classifier)
 True
 """
@@ -32,9 +42,10 @@ import keras
 import tensorflow as tf
 
 
-def project(inputs, kernel, bias, activation, contracted):
+def project(inputs, kernel, bias, activation, contracted, training=False):
     """activation(inputs . kernel + bias) over the last `contracted` input axes and the
-    kernel's first ones, computed as one 2-D MatMul + BiasAdd (+ activation)."""
+    kernel's first ones, computed as one 2-D MatMul + BiasAdd (+ activation; a GELU
+    in training as one XLA kernel, `compiled_gelu`)."""
     kernel = tf.cast(kernel, inputs.dtype)
     free_shape = kernel.shape[contracted:]
     outer_shape = tf.shape(inputs)[:inputs.shape.rank - contracted]
@@ -42,7 +53,7 @@ def project(inputs, kernel, bias, activation, contracted):
                   tf.reshape(kernel, [-1, math.prod(free_shape)]))
     x = tf.nn.bias_add(x, tf.reshape(tf.cast(bias, x.dtype), [-1]))
     if activation is keras.activations.gelu:
-        x = gelu_with_erf(x)
+        x = compiled_gelu(x) if training else gelu_with_erf(x)
     elif activation is not None:
         x = activation(x)
     return tf.reshape(x, tf.concat([outer_shape, free_shape], axis=0))
@@ -55,13 +66,59 @@ def gelu_with_erf(x):
     return 0.5 * x * (1 + tf.math.erf(x * tf.cast(1 / math.sqrt(2), x.dtype)))
 
 
+# The same GELU, and (XLA compiles the gradient of a compiled function too) its gradient, each as
+# one kernel: 28 against 58 ms forward and back for 16 x 312 tokens x 1536 in bf16, 27 against
+# 36 in float32, on a 2-core Xeon with AMX (2026-12-06).
+compiled_gelu = tf.function(gelu_with_erf, jit_compile=True)
+
+
+@tf.function(jit_compile=True)
+def softmax_gradient(probabilities, upstream):
+    """The gradient of a last-axis softmax, p (dp - sum(p dp)), as one XLA kernel summing in float32."""
+    p, dp = tf.cast(probabilities, tf.float32), tf.cast(upstream, tf.float32)
+    return tf.cast(p * (dp - tf.reduce_sum(p * dp, axis=-1, keepdims=True)), upstream.dtype)
+
+
+@tf.custom_gradient
+def softmax_compiled_gradient(scores):
+    """`tf.nn.softmax(scores)` (oneDNN's) whose gradient is `softmax_gradient`: TensorFlow's
+    takes three passes over the [batch, heads, length, length] probabilities."""
+    probabilities = tf.nn.softmax(scores)
+    return probabilities, lambda upstream: softmax_gradient(probabilities, upstream)
+
+
+def normalized(inputs, gamma, beta, epsilon):
+    """LayerNorm over the last axis, computed in float32 and returned in the inputs' dtype,
+    with its gradient written out: dx = (g - mean(g) - x^ mean(g x^)) / sigma for g = dy gamma."""
+
+    @tf.custom_gradient
+    def layer_norm(x, gamma, beta):
+        x32 = tf.cast(x, tf.float32)
+        centered = x32 - tf.reduce_mean(x32, axis=-1, keepdims=True)
+        inverse_deviation = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+        standardized = centered * inverse_deviation
+
+        def gradient(upstream):
+            upstream = tf.cast(upstream, tf.float32)
+            outer_axes = list(range(upstream.shape.rank - 1))
+            g = upstream * gamma
+            dx = inverse_deviation * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
+                                      - standardized * tf.reduce_mean(g * standardized, axis=-1, keepdims=True))
+            return (tf.cast(dx, x.dtype), tf.reduce_sum(upstream * standardized, axis=outer_axes),
+                    tf.reduce_sum(upstream, axis=outer_axes))
+
+        return tf.cast(standardized * gamma + beta, x.dtype), gradient
+
+    return layer_norm(inputs, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
+
+
 class FusedDense(keras.layers.Dense):
     """`keras.layers.Dense` as a 2-D MatMul + BiasAdd + activation."""
 
     def call(self, inputs, training=None):
         if self.quantization_mode or self.bias is None:
             return super().call(inputs, training=training)
-        return project(inputs, self.kernel, self.bias, self.activation, contracted=1)
+        return project(inputs, self.kernel, self.bias, self.activation, contracted=1, training=training)
 
 
 def contracted_axes(equation, bias_shape, kernel_shape):
@@ -86,7 +143,7 @@ class FusedEinsumDense(keras.layers.EinsumDense):
             self.equation, self.bias.shape, self.kernel.shape)
         if count is None:
             return super().call(inputs, training=training)
-        return project(inputs, self.kernel, self.bias, self.activation, contracted=count)
+        return project(inputs, self.kernel, self.bias, self.activation, contracted=count, training=training)
 
 
 def keep_mask(shape, rate, seed):
@@ -191,7 +248,7 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             # [batch, 1, query, key], broadcast over the heads; -3e4 fits float16.
             blocked = -3e4 if scores.dtype == tf.float16 else -1e9
             scores += tf.cast(tf.where(tf.cast(attention_mask, tf.bool)[:, None], 0.0, blocked), scores.dtype)
-        probabilities = tf.nn.softmax(scores)
+        probabilities = softmax_compiled_gradient(scores) if training else tf.nn.softmax(scores)
         dropout = self._dropout_layer
         if fast_dropout_applies(dropout, training):
             # Dropout's 1 / (1 - rate) goes on the values, which are 1/length the size of the scores.
@@ -202,16 +259,28 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         return tf.transpose(tf.matmul(probabilities, value), [0, 2, 1, 3])
 
 
+class FusedLayerNormalization(keras.layers.LayerNormalization):
+    """`keras.layers.LayerNormalization` over the last axis whose gradient is `normalized`'s."""
+
+    def call(self, inputs):
+        axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        if [axis % inputs.shape.rank for axis in axes] != [inputs.shape.rank - 1] or self.rms_scaling \
+                or not (self.center and self.scale):
+            return super().call(inputs)
+        return tf.cast(normalized(inputs, self.gamma, self.beta, self.epsilon), self.compute_dtype)
+
+
 FUSED_CLASSES = {
     keras.layers.Dense: FusedDense,
     keras.layers.EinsumDense: FusedEinsumDense,
     keras.layers.MultiHeadAttention: FusedMultiHeadAttention,
     keras.layers.Dropout: FusedDropout,
+    keras.layers.LayerNormalization: FusedLayerNormalization,
 }
 
 
 def use_fused_layers(model):
-    """Rebind every plain Dense, EinsumDense, MultiHeadAttention and Dropout inside `model`
+    """Rebind every plain Dense, EinsumDense, MultiHeadAttention, Dropout and LayerNormalization inside `model`
     to its fused subclass; returns how many layers changed."""
     changed = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
