@@ -33,9 +33,12 @@ KINDS = {
                       "Identity", "Fill", "ZerosLike", "OnesLike", "BroadcastTo", "ScatterNd"),
     "reductions": ("Sum", "Mean", "Max", "Min", "Prod", "ArgMax", "L2Loss"),
     "optimizer and variables": ("Apply", "Assign", "ReadVariable", "VarHandle"),
+    "XLA kernels (compiled element-wise)": ("XLA kernels",),
+    "XLA compilation (once per shape)": ("XLA compilation",),
     "tokenization (tf.data)": ("WordpieceTokenize", "RegexSplit", "Utf8", "StringLower", "CaseFold", "Normalize",
                                "StaticRegex", "RaggedTensor", "Ragged"),
 }
+XLA_EVENTS = {"CpuExecutable::ExecuteAsyncOnStream": "XLA kernels", "CpuCompiler::CompileCpuExecutable": "XLA compilation"}
 
 
 def main():
@@ -112,8 +115,11 @@ def op_seconds(path):
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
                 # Ops are "scope/op_name:OpType"; executor events ("ExecutorState::Process") contain them.
+                # XLA's compiled kernels (kerasbert's GELU and softmax gradient in training) run outside ops.
                 if ":" in name and "::" not in name:
                     totals[name.rsplit(":", 1)[1]] += event.duration_ps / 1e12
+                elif name in XLA_EVENTS:
+                    totals[XLA_EVENTS[name]] += event.duration_ps / 1e12
     return totals
 
 
