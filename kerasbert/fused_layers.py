@@ -21,8 +21,9 @@ element-wise op after another (each a pass over memory, each bf16 element
 converted one at a time). In training, GELU and its gradient run as one XLA
 kernel each and so does the softmax's gradient; inference keeps the plain ops,
 which the remapper fuses into the MatMul and BatchMatMul, so exported models
-hold no XLA. LayerNorm's gradient is written out (five passes instead of about
-fifteen). Weights, configs and saved files are unchanged:
+hold no XLA. LayerNorm's gradient is written out instead of differentiated op by
+op (1.3-1.45x for LayerNorm forward and back, bf16 and float32, 16 x 312 x 384 on
+that Xeon). Weights, configs and saved files are unchanged:
 `use_fused_layers` only rebinds the classes of a built model's layers, so a
 model is fused again after it is loaded.
 
@@ -82,7 +83,7 @@ def softmax_gradient(probabilities, upstream):
 @tf.custom_gradient
 def softmax_compiled_gradient(scores):
     """`tf.nn.softmax(scores)` (oneDNN's) whose gradient is `softmax_gradient`: TensorFlow's
-    takes three passes over the [batch, heads, length, length] probabilities."""
+    runs as separate element-wise ops and a sum over the [batch, heads, length, length] probabilities."""
     probabilities = tf.nn.softmax(scores)
     return probabilities, lambda upstream: softmax_gradient(probabilities, upstream)
 
