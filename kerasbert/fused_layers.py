@@ -1,31 +1,22 @@
 """Drop-in subclasses of Keras' Dense, EinsumDense, MultiHeadAttention, Dropout
-and LayerNormalization whose TensorFlow graphs are cheaper: Grappler's oneDNN
-remapper fuses the projections, dropout draws half the random numbers, and
-training computes GELU and the softmax's gradient as XLA kernels and
-LayerNorm's gradient in a few passes.
+and LayerNormalization whose TensorFlow graphs are cheaper on a CPU.
 
 Keras 3 computes a Dense layer on a [batch, length, features] input as
 `tensordot` (reshape, MatMul, reshape) followed by a separate bias `Add` and
 activation, and attention as `einsum`s with a `SelectV2` mask over the whole
-[batch, heads, length, length] score tensor. None of that fuses, so on a CPU
-a third of BERT's time goes to element-wise kernels (`benchmarks/profile.md`).
-The subclasses compute the same functions as 2-D `MatMul` + `BiasAdd` (+
-GELU), which the remapper turns into one `_FusedMatMul`, and attention as
+[batch, heads, length, length] score tensor; none of that fuses, and on a CPU a
+third of BERT's time went to element-wise kernels (`benchmarks/profile.md`).
+The subclasses compute the same functions as 2-D `MatMul` + `BiasAdd` (+ GELU),
+which Grappler's oneDNN remapper turns into one `_FusedMatMul`, and attention as
 `BatchMatMul` with an additive mask. Dropout draws 16 random bits per element
-where TensorFlow's draws a 32-bit word (also in bfloat16): in bf16 training on
-a CPU, the random numbers for dropout took 13% of the op time
-(`benchmarks/profile.md`). With the matrix multiplies on AMX tiles, what remained
-was element-wise: on a Xeon with AMX, a bf16 training step at 512 tokens spent
-57% of its op time there, a fifth of it in GELU and its gradient, one
-element-wise op after another (each a pass over memory, each bf16 element
-converted one at a time). In training, GELU and its gradient run as one XLA
-kernel each and so does the softmax's gradient; inference keeps the plain ops,
-which the remapper fuses into the MatMul and BatchMatMul, so exported models
-hold no XLA. LayerNorm's gradient is written out instead of differentiated op by
-op (1.3-1.45x for LayerNorm forward and back, bf16 and float32, 16 x 312 x 384 on
-that Xeon). Weights, configs and saved files are unchanged:
-`use_fused_layers` only rebinds the classes of a built model's layers, so a
-model is fused again after it is loaded.
+where TensorFlow draws a 32-bit word. With the matrix multiplies on AMX tiles,
+what remained was element-wise, each op a pass over memory (57% of a bf16
+training step's op time at 512 tokens on a Xeon with AMX), so training computes
+the bias and GELU, their gradients and the softmax's gradient as XLA kernels,
+and LayerNorm's gradient written out; inference keeps the plain ops, which the
+remapper fuses, so exported models hold no XLA. Weights, configs and saved
+files are unchanged: `use_fused_layers` only rebinds the classes of a built
+model's layers, so a model is fused again after it is loaded.
 
 Example:
 
@@ -42,75 +33,25 @@ import math
 import keras
 import tensorflow as tf
 
+from kerasbert.kernels import compiled_biased_gelu, gelu_with_erf, normalized, softmax_compiled_gradient
+
 
 def project(inputs, kernel, bias, activation, contracted, training=False):
     """activation(inputs . kernel + bias) over the last `contracted` input axes and the
-    kernel's first ones, computed as one 2-D MatMul + BiasAdd (+ activation; a GELU
-    in training as one XLA kernel, `compiled_gelu`)."""
+    kernel's first ones, computed as one 2-D MatMul + BiasAdd (+ activation; in training,
+    the bias and a GELU as one XLA kernel, `compiled_biased_gelu`)."""
     kernel = tf.cast(kernel, inputs.dtype)
     free_shape = kernel.shape[contracted:]
     outer_shape = tf.shape(inputs)[:inputs.shape.rank - contracted]
     x = tf.matmul(tf.reshape(inputs, [-1, math.prod(inputs.shape[-contracted:])]),
                   tf.reshape(kernel, [-1, math.prod(free_shape)]))
-    x = tf.nn.bias_add(x, tf.reshape(tf.cast(bias, x.dtype), [-1]))
-    if activation is keras.activations.gelu:
-        x = compiled_gelu(x) if training else gelu_with_erf(x)
-    elif activation is not None:
-        x = activation(x)
+    bias = tf.reshape(tf.cast(bias, x.dtype), [-1])
+    if activation is keras.activations.gelu and training:
+        x = compiled_biased_gelu(x, bias)
+    else:
+        x = tf.nn.bias_add(x, bias)
+        x = gelu_with_erf(x) if activation is keras.activations.gelu else activation(x) if activation else x
     return tf.reshape(x, tf.concat([outer_shape, free_shape], axis=0))
-
-
-def gelu_with_erf(x):
-    """The exact GELU, x * (1 + erf(x / sqrt(2))) / 2: the function `keras.activations.gelu`
-    computes through `erfc`, whose bf16 kernel is scalar. Through `erf` the gradient costs a
-    third less, and Grappler still fuses it into the MatMul for inference (oneDNN's gelu_erf)."""
-    return 0.5 * x * (1 + tf.math.erf(x * tf.cast(1 / math.sqrt(2), x.dtype)))
-
-
-# The same GELU, and (XLA compiles the gradient of a compiled function too) its gradient, each as
-# one kernel: 28 against 58 ms forward and back for 16 x 312 tokens x 1536 in bf16, 27 against
-# 36 in float32, on a 2-core Xeon with AMX (2026-12-06).
-compiled_gelu = tf.function(gelu_with_erf, jit_compile=True)
-
-
-@tf.function(jit_compile=True)
-def softmax_gradient(probabilities, upstream):
-    """The gradient of a last-axis softmax, p (dp - sum(p dp)), as one XLA kernel summing in float32."""
-    p, dp = tf.cast(probabilities, tf.float32), tf.cast(upstream, tf.float32)
-    return tf.cast(p * (dp - tf.reduce_sum(p * dp, axis=-1, keepdims=True)), upstream.dtype)
-
-
-@tf.custom_gradient
-def softmax_compiled_gradient(scores):
-    """`tf.nn.softmax(scores)` (oneDNN's) whose gradient is `softmax_gradient`: TensorFlow's
-    runs as separate element-wise ops and a sum over the [batch, heads, length, length] probabilities."""
-    probabilities = tf.nn.softmax(scores)
-    return probabilities, lambda upstream: softmax_gradient(probabilities, upstream)
-
-
-def normalized(inputs, gamma, beta, epsilon):
-    """LayerNorm over the last axis, computed in float32 and returned in the inputs' dtype,
-    with its gradient written out: dx = (g - mean(g) - x^ mean(g x^)) / sigma for g = dy gamma."""
-
-    @tf.custom_gradient
-    def layer_norm(x, gamma, beta):
-        x32 = tf.cast(x, tf.float32)
-        centered = x32 - tf.reduce_mean(x32, axis=-1, keepdims=True)
-        inverse_deviation = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
-        standardized = centered * inverse_deviation
-
-        def gradient(upstream):
-            upstream = tf.cast(upstream, tf.float32)
-            outer_axes = list(range(upstream.shape.rank - 1))
-            g = upstream * gamma
-            dx = inverse_deviation * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
-                                      - standardized * tf.reduce_mean(g * standardized, axis=-1, keepdims=True))
-            return (tf.cast(dx, x.dtype), tf.reduce_sum(upstream * standardized, axis=outer_axes),
-                    tf.reduce_sum(upstream, axis=outer_axes))
-
-        return tf.cast(standardized * gamma + beta, x.dtype), gradient
-
-    return layer_norm(inputs, tf.cast(gamma, tf.float32), tf.cast(beta, tf.float32))
 
 
 class FusedDense(keras.layers.Dense):
