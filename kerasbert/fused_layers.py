@@ -33,7 +33,14 @@ import math
 import keras
 import tensorflow as tf
 
-from kerasbert.kernels import compiled_biased_gelu, gelu_with_erf, normalized, softmax_compiled_gradient
+from kerasbert.kernels import (
+    attention,
+    attention_written_gradient,
+    compiled_biased_gelu,
+    gelu_with_erf,
+    normalized,
+    softmax_compiled_gradient,
+)
 
 
 def project(inputs, kernel, bias, activation, contracted, training=False):
@@ -137,7 +144,8 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
     whose dropout on the attention probabilities draws half the random numbers.
     Self-attention (query, key and value the same tensor) projects all three in
     one MatMul: one wider product, one transpose to heads-first and, in the
-    gradient, no sum of three input gradients."""
+    gradient, no sum of three input gradients. Without dropout on the attention
+    probabilities, training takes `attention_written_gradient`'s gradient."""
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):
@@ -180,18 +188,18 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
     def _attend(self, query, key, value, attention_mask, training):
         """Attention over [batch, heads, length, size] queries, keys and values, returned
         as [batch, length, heads, size]."""
-        scale = tf.cast(self._inverse_sqrt_key_dim, query.dtype)
-        if training:  # on the queries, length/size times smaller than the scores
-            query *= scale
-        scores = tf.matmul(query, key, transpose_b=True)
-        if not training:  # Grappler fuses this scale and the mask into the BatchMatMul
-            scores *= scale
+        scale = float(self._inverse_sqrt_key_dim)
+        additive_mask = None
         if attention_mask is not None:
             # [batch, 1, query, key], broadcast over the heads; -3e4 fits float16.
-            blocked = -3e4 if scores.dtype == tf.float16 else -1e9
-            scores += tf.cast(tf.where(tf.cast(attention_mask, tf.bool)[:, None], 0.0, blocked), scores.dtype)
-        probabilities = softmax_compiled_gradient(scores) if training else tf.nn.softmax(scores)
+            blocked = -3e4 if query.dtype == tf.float16 else -1e9
+            additive_mask = tf.cast(tf.where(tf.cast(attention_mask, tf.bool)[:, None], 0.0, blocked), query.dtype)
         dropout = self._dropout_layer
+        if not (training and dropout.rate):
+            attend = attention_written_gradient if training else attention
+            return tf.transpose(attend(query, key, value, additive_mask, scale), [0, 2, 1, 3])
+        scores = tf.matmul(query * tf.cast(scale, query.dtype), key, transpose_b=True)  # scaled on the smaller
+        probabilities = softmax_compiled_gradient(scores if additive_mask is None else scores + additive_mask)
         if fast_dropout_applies(dropout, training):
             # Dropout's 1 / (1 - rate) goes on the values, which are 1/length the size of the scores.
             probabilities = zero_dropped(dropout, probabilities)

@@ -127,8 +127,8 @@ def test_attention_dropout_keeps_the_expected_output():
 
 
 def test_fused_backbone_has_the_same_gradients(preset_path):
-    # In training (no dropout, to compare): the one query-key-value MatMul, the compiled GELU, the
-    # compiled softmax gradient and LayerNorm's written-out gradient differentiate like the stock layers.
+    # In training (no dropout, to compare): the one query-key-value MatMul, the compiled GELU with its bias,
+    # attention's and LayerNorm's written-out gradients differentiate like the stock layers.
     classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32, precision="off",
                                             fused_layers=False, backbone_dropout=0.0)
     features = classifier.preprocessor(["A wonderful, moving film.", "Dull. " * 10])
