@@ -11,8 +11,9 @@ import tensorflow as tf
 
 from kerasbert.hardware import detect_hardware
 
-# Environment variables that cap the instruction sets of TensorFlow's oneDNN, PyTorch's ATen and MKL.
-ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "TF_ENABLE_ONEDNN_OPTS")
+# Environment variables that cap the instruction sets of TensorFlow's oneDNN and XLA (--xla_cpu_max_isa),
+# PyTorch's ATen and MKL.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "XLA_FLAGS", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "TF_ENABLE_ONEDNN_OPTS")
 
 
 def append_results(path, lines):

@@ -1,0 +1,57 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasbert.kernels import attention, attention_written_gradient, compiled_biased_gelu, gelu_with_erf
+
+
+def gradients_of(function, inputs, seed=(1, 2)):
+    """The output of `function(*inputs)` and the gradients of a random projection of it."""
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        output = function(*inputs)
+        loss = tf.reduce_sum(tf.cast(output, tf.float32) * tf.random.stateless_normal(output.shape, seed))
+    return output, tape.gradient(loss, inputs)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(tf.float32, 1e-5), (tf.bfloat16, 2e-2)])
+def test_compiled_biased_gelu_and_its_gradients_match_tensorflows(dtype, tolerance):
+    x = tf.cast(tf.random.stateless_normal([37, 24], (3, 4)) * 3, dtype)
+    bias = tf.cast(tf.random.stateless_normal([24], (5, 6)), dtype)
+    expected, expected_gradients = gradients_of(
+        lambda x, bias: tf.cast(gelu_with_erf(tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)), dtype), [x, bias])
+    actual, actual_gradients = gradients_of(compiled_biased_gelu, [x, bias])
+    assert actual.dtype == dtype and [g.dtype for g in actual_gradients] == [dtype, dtype]
+    np.testing.assert_allclose(tf.cast(actual, tf.float32), tf.cast(expected, tf.float32), rtol=tolerance, atol=tolerance)
+    for got, want in zip(actual_gradients, expected_gradients):
+        want = tf.cast(want, tf.float32).numpy()
+        np.testing.assert_allclose(tf.cast(got, tf.float32), want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+    # GELU's slope is 1/2 at 0, 1 far above and 0 far below; the bias's gradient sums the tokens'.
+    points, zeros = tf.constant([[0.0, 8.0, -8.0], [0.0, 8.0, -8.0]]), tf.zeros([3])
+    with tf.GradientTape() as tape:
+        tape.watch([points, zeros])
+        output = compiled_biased_gelu(points, zeros)
+    slopes, bias_gradient = tape.gradient(output, [points, zeros])
+    np.testing.assert_allclose(slopes, [[0.5, 1.0, 0.0]] * 2, atol=1e-6)
+    np.testing.assert_allclose(bias_gradient, [1.0, 2.0, 0.0], atol=1e-6)
+
+
+def test_attention_written_gradient_matches_tensorflows_with_masked_keys():
+    batch, heads, length, size = 2, 3, 7, 4
+    query, key, value = (tf.random.stateless_normal([batch, heads, length, size], (seed, 0)) for seed in (1, 2, 3))
+    # The second review's last three tokens are padding: no query attends to them.
+    keep = tf.constant([[True] * 7, [True] * 4 + [False] * 3])
+    additive_mask = tf.where(keep[:, None, None, :], 0.0, -1e9)
+    scale = 1 / math.sqrt(size)
+    expected, expected_gradients = gradients_of(lambda q, k, v: attention(q, k, v, additive_mask, scale),
+                                                [query, key, value])
+    actual, actual_gradients = gradients_of(lambda q, k, v: attention_written_gradient(q, k, v, additive_mask, scale),
+                                            [query, key, value])
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(actual_gradients, expected_gradients):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # Padded keys get no gradient, and the values' gradient is not all zero.
+    assert np.abs(actual_gradients[1].numpy()[1, :, 4:]).max() < 1e-6
+    assert np.abs(actual_gradients[2].numpy()).max() > 1e-3
