@@ -144,8 +144,8 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
     whose dropout on the attention probabilities draws half the random numbers.
     Self-attention (query, key and value the same tensor) projects all three in
     one MatMul: one wider product, one transpose to heads-first and, in the
-    gradient, no sum of three input gradients. Without dropout on the attention
-    probabilities, training takes `attention_written_gradient`'s gradient."""
+    gradient, no sum of three input gradients. Training takes
+    `attention_written_gradient`'s gradient, dropout on the probabilities included."""
 
     def call(self, query, value, key=None, query_mask=None, value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None, use_causal_mask=False):
@@ -195,18 +195,23 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             blocked = -3e4 if query.dtype == tf.float16 else -1e9
             additive_mask = tf.cast(tf.where(tf.cast(attention_mask, tf.bool)[:, None], 0.0, blocked), query.dtype)
         dropout = self._dropout_layer
-        if not (training and dropout.rate):
-            attend = attention_written_gradient if training else attention
-            return tf.transpose(attend(query, key, value, additive_mask, scale), [0, 2, 1, 3])
+        if not training:
+            return heads_last(attention(query, key, value, additive_mask, scale))
+        if not dropout.rate or fast_dropout_applies(dropout, training):
+            keep, kept_scale = None, 1.0
+            if dropout.rate:
+                scores_shape = tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0)
+                keep = keep_mask(scores_shape, dropout.rate, stateless_seed(dropout.seed_generator))
+                kept_scale = 1 / (1 - dropout.rate)
+            return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
         scores = tf.matmul(query * tf.cast(scale, query.dtype), key, transpose_b=True)  # scaled on the smaller
         probabilities = softmax_compiled_gradient(scores if additive_mask is None else scores + additive_mask)
-        if fast_dropout_applies(dropout, training):
-            # Dropout's 1 / (1 - rate) goes on the values, which are 1/length the size of the scores.
-            probabilities = zero_dropped(dropout, probabilities)
-            value *= tf.cast(1 / (1 - dropout.rate), value.dtype)
-        else:
-            probabilities = dropout(probabilities, training=training)
-        return tf.transpose(tf.matmul(probabilities, value), [0, 2, 1, 3])
+        return heads_last(tf.matmul(dropout(probabilities, training=training), value))
+
+
+def heads_last(outputs):
+    """[batch, heads, length, size] as [batch, length, heads, size]."""
+    return tf.transpose(outputs, [0, 2, 1, 3])
 
 
 class FusedLayerNormalization(keras.layers.LayerNormalization):

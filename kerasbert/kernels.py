@@ -83,30 +83,40 @@ def attention(query, key, value, additive_mask, scale):
 
 
 @tf.function(jit_compile=True)
-def attention_scores_gradient(probabilities, upstream, row_sums, scale):
+def attention_scores_gradient(probabilities, upstream, row_sums, scale, keep=None):
     """The gradient of the scaled scores before the softmax, p (dp - sum(p dp)) scale, as one XLA
-    kernel in float32, given the row sums sum(p dp) = sum(do o)."""
-    return tf.cast(tf.cast(probabilities, tf.float32) * (tf.cast(upstream, tf.float32) - row_sums) * scale,
-                   upstream.dtype)
+    kernel in float32, given the row sums sum(p dp) = sum(do o); dp is `upstream` where dropout
+    kept the probability (`keep`), else 0."""
+    upstream = tf.cast(upstream, tf.float32)
+    if keep is not None:
+        upstream = tf.where(keep, upstream, 0.0)
+    return tf.cast(tf.cast(probabilities, tf.float32) * (upstream - row_sums) * scale, probabilities.dtype)
 
 
-def attention_written_gradient(query, key, value, additive_mask, scale):
+def attention_written_gradient(query, key, value, additive_mask, scale, keep=None, kept_scale=1.0):
     """`attention` with its gradient written out, as FlashAttention's backward pass computes
     it: the softmax's row sums sum_j p_ij dp_ij are do_i . o_i, a product over the [length,
     size] outputs, so the [length, length] scores' gradient is one pass over p and dp
-    (1.4x forward and back for 16 x 12 heads x 512 x 32 in bf16, 2-core Xeon with AMX)."""
+    (1.4x forward and back for 16 x 12 heads x 512 x 32 in bf16, 2-core Xeon with AMX). With
+    dropout on the probabilities, `keep` is the boolean mask of those kept and `kept_scale`
+    (1 / (1 - rate)) scales the values, 1/length the size of the probabilities; the row sums
+    are still do . o."""
 
     @tf.custom_gradient
     def attend(query, key, value):
         probabilities = attention_probabilities(query, key, additive_mask, scale)
-        outputs = tf.matmul(probabilities, value)
+        kept = probabilities if keep is None else tf.where(keep, probabilities, tf.zeros((), probabilities.dtype))
+        scaled_value = value if kept_scale == 1 else value * tf.cast(kept_scale, value.dtype)
+        outputs = tf.matmul(kept, scaled_value)
 
         def gradient(upstream):
             row_sums = tf.reduce_sum(tf.cast(upstream, tf.float32) * tf.cast(outputs, tf.float32), -1, keepdims=True)
-            scores = attention_scores_gradient(probabilities, tf.matmul(upstream, value, transpose_b=True),
-                                               row_sums, scale)
-            return (tf.matmul(scores, key), tf.matmul(scores, query, transpose_a=True),
-                    tf.matmul(probabilities, upstream, transpose_a=True))
+            scores = attention_scores_gradient(probabilities, tf.matmul(upstream, scaled_value, transpose_b=True),
+                                               row_sums, scale, keep)
+            value_gradient = tf.matmul(kept, upstream, transpose_a=True)
+            if kept_scale != 1:
+                value_gradient *= tf.cast(kept_scale, value_gradient.dtype)
+            return tf.matmul(scores, key), tf.matmul(scores, query, transpose_a=True), value_gradient
 
         return outputs, gradient
 

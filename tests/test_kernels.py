@@ -55,3 +55,24 @@ def test_attention_written_gradient_matches_tensorflows_with_masked_keys():
     # Padded keys get no gradient, and the values' gradient is not all zero.
     assert np.abs(actual_gradients[1].numpy()[1, :, 4:]).max() < 1e-6
     assert np.abs(actual_gradients[2].numpy()).max() > 1e-3
+
+
+def test_attention_written_gradient_with_dropout_matches_tensorflows():
+    batch, heads, length, size = 2, 2, 6, 4
+    query, key, value = (tf.random.stateless_normal([batch, heads, length, size], (seed, 1)) for seed in (4, 5, 6))
+    keep = tf.random.stateless_uniform([batch, heads, length, length], (7, 8)) >= 0.3
+    scale, kept_scale = 1 / math.sqrt(size), 1 / 0.7
+
+    def dropped_attention(q, k, v):
+        probabilities = tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * scale)
+        return tf.matmul(tf.where(keep, probabilities, 0.0), v * kept_scale)
+
+    expected, expected_gradients = gradients_of(dropped_attention, [query, key, value])
+    actual, actual_gradients = gradients_of(
+        lambda q, k, v: attention_written_gradient(q, k, v, None, scale, keep, kept_scale), [query, key, value])
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(actual_gradients, expected_gradients):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # Without the mask the gradients differ: the test sees the dropout.
+    _, undropped = gradients_of(lambda q, k, v: attention_written_gradient(q, k, v, None, scale), [query, key, value])
+    assert np.abs(undropped[0].numpy() - expected_gradients[0].numpy()).max() > 1e-3
