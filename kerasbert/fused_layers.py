@@ -55,9 +55,11 @@ def project(inputs, kernel, bias, activation, contracted, training=False):
     bias = tf.reshape(tf.cast(bias, x.dtype), [-1])
     if activation is keras.activations.gelu and training:
         x = compiled_biased_gelu(x, bias)
+    elif activation is keras.activations.gelu:
+        x = gelu_with_erf(tf.nn.bias_add(x, bias))
     else:
         x = tf.nn.bias_add(x, bias)
-        x = gelu_with_erf(x) if activation is keras.activations.gelu else activation(x) if activation else x
+        x = activation(x) if activation is not None else x
     return tf.reshape(x, tf.concat([outer_shape, free_shape], axis=0))
 
 
@@ -122,11 +124,14 @@ def fast_dropout_applies(dropout, training):
     return bool(training) and dropout.noise_shape is None and 0 < dropped_of_65536(dropout.rate) < 65536
 
 
+def fresh_keep_mask(dropout, shape):
+    """A `keep_mask` of `shape` drawn from a Keras Dropout layer's rate and seed generator."""
+    return keep_mask(shape, dropout.rate, stateless_seed(dropout.seed_generator))
+
+
 def zero_dropped(dropout, inputs):
-    """`inputs` with the elements a fresh `keep_mask` drops set to zero, drawn from a
-    Keras Dropout layer's rate and seed generator; the rest unscaled."""
-    keep = keep_mask(tf.shape(inputs), dropout.rate, stateless_seed(dropout.seed_generator))
-    return tf.where(keep, inputs, tf.zeros((), inputs.dtype))
+    """`inputs` with the elements a `fresh_keep_mask` drops set to zero; the rest unscaled."""
+    return tf.where(fresh_keep_mask(dropout, tf.shape(inputs)), inputs, tf.zeros((), inputs.dtype))
 
 
 class FusedDropout(keras.layers.Dropout):
@@ -197,12 +202,11 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         dropout = self._dropout_layer
         if not training:
             return heads_last(attention(query, key, value, additive_mask, scale))
-        if not dropout.rate or fast_dropout_applies(dropout, training):
-            keep, kept_scale = None, 1.0
-            if dropout.rate:
-                scores_shape = tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0)
-                keep = keep_mask(scores_shape, dropout.rate, stateless_seed(dropout.seed_generator))
-                kept_scale = 1 / (1 - dropout.rate)
+        keep, kept_scale = None, 1.0
+        if fast_dropout_applies(dropout, training):
+            keep = fresh_keep_mask(dropout, tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0))
+            kept_scale = 1 / (1 - dropout.rate)
+        if keep is not None or not dropout.rate:
             return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
         scores = tf.matmul(query * tf.cast(scale, query.dtype), key, transpose_b=True)  # scaled on the smaller
         probabilities = softmax_compiled_gradient(scores if additive_mask is None else scores + additive_mask)

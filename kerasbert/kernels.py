@@ -1,8 +1,9 @@
 """The element-wise math of BERT's training step in fewer passes over memory than
 TensorFlow's own ops take: the exact GELU with its bias, and its gradients, as XLA
-kernels; attention's gradient written out (its softmax's as an XLA kernel); LayerNorm with its gradient
-written out (1.3-1.45x TensorFlow's for 16 x 312 x 384, bf16 and float32, on a
-2-core Xeon with AMX; an XLA kernel for that gradient gained nothing there).
+kernels; attention's gradient written out (its softmax's as an XLA kernel);
+LayerNorm with its gradient written out (1.3-1.45x TensorFlow's for 16 x 312 x
+384, bf16 and float32, on a 2-core Xeon with AMX; an XLA kernel for that gradient
+gained nothing there).
 `kerasbert.fused_layers` calls them from Keras layers.
 
 Each XLA kernel compiles once per input shape, and only training calls them: the
