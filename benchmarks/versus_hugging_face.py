@@ -446,6 +446,14 @@ class HuggingFaceWorker:
         scheduler.step()
         optimizer.zero_grad()
 
+    def train_pass(self, part, optimizer, scheduler):
+        """One pass over `part` in shuffled batches; returns how many padded tokens it trained on."""
+        padded = 0
+        for encoded, labels in self.batches(part, self.job["batch_size"], shuffle=True):
+            padded += encoded["input_ids"].numel()
+            self.train_step(optimizer, scheduler, encoded, labels)
+        return padded
+
     def predict(self, part):
         self.model.eval()
         logits = []
@@ -459,13 +467,9 @@ class HuggingFaceWorker:
         count = len(reviews["train"]["texts"])
         optimizer, scheduler = self.optimizer(2 * count // self.job["batch_size"])
         self.model.train()
-        for encoded, labels in self.batches(reviews["train"], self.job["batch_size"], shuffle=True):
-            self.train_step(optimizer, scheduler, encoded, labels)  # the warm-up pass
-        padded = 0
+        self.train_pass(reviews["train"], optimizer, scheduler)  # the warm-up pass
         started = time.perf_counter()
-        for encoded, labels in self.batches(reviews["train"], self.job["batch_size"], shuffle=True):
-            padded += encoded["input_ids"].numel()
-            self.train_step(optimizer, scheduler, encoded, labels)
+        padded = self.train_pass(reviews["train"], optimizer, scheduler)
         train_seconds = time.perf_counter() - started
         self.predict(reviews["inference"])
         started = time.perf_counter()
