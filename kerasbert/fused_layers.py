@@ -22,8 +22,8 @@ Example:
 
 >>> from kerasbert.model import TextClassifier
 >>> classifier = TextClassifier.from_preset("all_minilm_l6_v2_offline", num_classes=2, fused_layers=False)
->>> use_fused_layers(classifier)  # per layer: 4 projections, 2 feed-forward, attention, 3 dropouts, 2 LayerNorms; 5 more
-77
+>>> use_fused_layers(classifier)  # per layer: itself, 4 projections, 2 feed-forward, attention, 3 dropouts, 2 LayerNorms; 5 more
+83
 >>> uses_fused_layers(classifier)
 True
 """
@@ -32,26 +32,36 @@ import math
 
 import keras
 import tensorflow as tf
+from keras_hub.layers import TransformerEncoder
+from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
 
+from kerasbert.dropout_masks import fast_dropout_applies, fresh_keep_mask, zero_dropped
 from kerasbert.kernels import (
     attention,
     attention_written_gradient,
     compiled_biased_gelu,
     gelu_with_erf,
     normalized,
+    residual_normalized,
     softmax_compiled_gradient,
 )
+
+
+def flat_product(inputs, kernel, contracted):
+    """inputs . kernel over the last `contracted` input axes and the kernel's first ones, as
+    one 2-D MatMul: [the inputs' other elements, the kernel's other elements]."""
+    kernel = tf.cast(kernel, inputs.dtype)
+    return tf.matmul(tf.reshape(inputs, [-1, math.prod(inputs.shape[-contracted:])]),
+                     tf.reshape(kernel, [-1, math.prod(kernel.shape[contracted:])]))
 
 
 def project(inputs, kernel, bias, activation, contracted, training=False):
     """activation(inputs . kernel + bias) over the last `contracted` input axes and the
     kernel's first ones, computed as one 2-D MatMul + BiasAdd (+ activation; in training,
     the bias and a GELU as one XLA kernel, `compiled_biased_gelu`)."""
-    kernel = tf.cast(kernel, inputs.dtype)
     free_shape = kernel.shape[contracted:]
     outer_shape = tf.shape(inputs)[:inputs.shape.rank - contracted]
-    x = tf.matmul(tf.reshape(inputs, [-1, math.prod(inputs.shape[-contracted:])]),
-                  tf.reshape(kernel, [-1, math.prod(free_shape)]))
+    x = flat_product(inputs, kernel, contracted)
     bias = tf.reshape(tf.cast(bias, x.dtype), [-1])
     if activation is keras.activations.gelu and training:
         x = compiled_biased_gelu(x, bias)
@@ -97,43 +107,6 @@ class FusedEinsumDense(keras.layers.EinsumDense):
         return project(inputs, self.kernel, self.bias, self.activation, contracted=count, training=training)
 
 
-def keep_mask(shape, rate, seed):
-    """A boolean tensor of `shape` (a 1-D int32 tensor), each element True with
-    probability `1 - rate`, `rate` rounded to a multiple of 1/65536: 16 random
-    bits per element, so a [.., n] mask takes n/2 random 32-bit words."""
-    words_shape = tf.concat([shape[:-1], [(shape[-1] + 1) // 2]], axis=0)
-    words = tf.random.stateless_uniform(words_shape, seed, minval=None, maxval=None, dtype=tf.uint32)
-    halves = tf.reshape(tf.bitcast(words, tf.uint16), tf.concat([shape[:-1], [-1]], axis=0))
-    return halves[..., :shape[-1]] >= dropped_of_65536(rate)  # the slice copies nothing when n is even
-
-
-def dropped_of_65536(rate):
-    """How many of the 65536 values of 16 random bits a dropout `rate` drops."""
-    return round(rate * 65536)
-
-
-def stateless_seed(seed_generator):
-    """The next seed of a Keras SeedGenerator, as the int32 pair TensorFlow's stateless ops take."""
-    seed = seed_generator.next()
-    return seed if seed.dtype == tf.int32 else tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
-
-
-def fast_dropout_applies(dropout, training):
-    """Whether a Keras Dropout layer, called with `training`, would drop anything that
-    `keep_mask` can draw: a rate from 1/65536 up to 1 - 1/65536, and no noise shape."""
-    return bool(training) and dropout.noise_shape is None and 0 < dropped_of_65536(dropout.rate) < 65536
-
-
-def fresh_keep_mask(dropout, shape):
-    """A `keep_mask` of `shape` drawn from a Keras Dropout layer's rate and seed generator."""
-    return keep_mask(shape, dropout.rate, stateless_seed(dropout.seed_generator))
-
-
-def zero_dropped(dropout, inputs):
-    """`inputs` with the elements a `fresh_keep_mask` drops set to zero; the rest unscaled."""
-    return tf.where(fresh_keep_mask(dropout, tf.shape(inputs)), inputs, tf.zeros((), inputs.dtype))
-
-
 class FusedDropout(keras.layers.Dropout):
     """`keras.layers.Dropout` whose mask takes 16 random bits per element (`keep_mask`)."""
 
@@ -158,15 +131,20 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
                                                      return_attention_scores, use_causal_mask):
             return super().call(query, value, key, query_mask, value_mask, key_mask, attention_mask,
                                 return_attention_scores, training, use_causal_mask)
-        attention_mask = self._compute_attention_mask(query, value, attention_mask=attention_mask)
+        return self._output_dense(self.attend_to_itself(query, attention_mask, training))
+
+    def attend_to_itself(self, inputs, attention_mask, training):
+        """Self-attention over [batch, length, hidden] `inputs` up to the output projection:
+        [batch, length, heads, size]."""
+        attention_mask = self._compute_attention_mask(inputs, inputs, attention_mask=attention_mask)
         projections = (self._query_dense, self._key_dense, self._value_dense)
-        kernel = tf.concat([tf.cast(layer.kernel, query.dtype) for layer in projections], axis=1)
-        bias = tf.concat([tf.cast(layer.bias, query.dtype) for layer in projections], axis=0)
-        projected = project(query, kernel, bias, None, contracted=1)  # [batch, length, 3 x heads, size]
+        kernel = tf.concat([tf.cast(layer.kernel, inputs.dtype) for layer in projections], axis=1)
+        bias = tf.concat([tf.cast(layer.bias, inputs.dtype) for layer in projections], axis=0)
+        projected = project(inputs, kernel, bias, None, contracted=1)  # [batch, length, 3 x heads, size]
         batch, length = tf.shape(projected)[0], tf.shape(projected)[1]
         projected = tf.reshape(projected, [batch, length, 3, self._num_heads, self._key_dim])
         query, key, value = tf.unstack(tf.transpose(projected, [2, 0, 3, 1, 4]))  # each [batch, heads, length, size]
-        return self._output_dense(self._attend(query, key, value, attention_mask, training))
+        return self._attend(query, key, value, attention_mask, training)
 
     def _projects_self_attention_at_once(self, query, value, key, query_mask, value_mask, key_mask,
                                          return_attention_scores, use_causal_mask):
@@ -222,11 +200,57 @@ class FusedLayerNormalization(keras.layers.LayerNormalization):
     """`keras.layers.LayerNormalization` over the last axis whose gradient is `normalized`'s."""
 
     def call(self, inputs):
-        axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
-        if [axis % inputs.shape.rank for axis in axes] != [inputs.shape.rank - 1] or self.rms_scaling \
-                or not (self.center and self.scale):
+        if not self.normalizes_last_axis(inputs.shape.rank):
             return super().call(inputs)
         return tf.cast(normalized(inputs, self.gamma, self.beta, self.epsilon), self.compute_dtype)
+
+    def normalizes_last_axis(self, rank):
+        """Whether the layer is a plain LayerNorm (centred, scaled) over the last of `rank` axes."""
+        axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        return [axis % rank for axis in axes] == [rank - 1] and not self.rms_scaling and self.center and self.scale
+
+
+class FusedTransformerEncoder(TransformerEncoder):
+    """KerasHub's post-norm `TransformerEncoder` whose training step ends each block (attention,
+    feed-forward) in one XLA kernel, `residual_normalized`: the block's output bias, dropout, the
+    residual and the LayerNorm, and their gradient in another. The block's last MatMul then runs
+    without its bias, on AMX tiles where the CPU has them. Inference takes KerasHub's own path."""
+
+    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
+        if not (training and not return_attention_scores and self._ends_blocks_at_once(inputs)):
+            return super().call(inputs, padding_mask, attention_mask, training, return_attention_scores)
+        attention = self._self_attention_layer
+        heads = attention.attend_to_itself(inputs, merge_padding_and_attention_mask(inputs, padding_mask, attention_mask),
+                                           training)
+        x = self._end_block(heads, attention._output_dense, inputs, self._self_attention_dropout,
+                            self._self_attention_layer_norm)
+        hidden = self._feedforward_intermediate_dense(x, training=training)
+        return self._end_block(hidden, self._feedforward_output_dense, x, self._feedforward_dropout,
+                               self._feedforward_layer_norm)
+
+    def _end_block(self, inputs, dense, residual, dropout, layer_norm):
+        """layer_norm(residual + dropout(dense(inputs))), shaped like `residual`."""
+        product = flat_product(inputs, dense.kernel, inputs.shape.rank - residual.shape.rank + 1)
+        keep, kept_scale = None, 1.0
+        if fast_dropout_applies(dropout, True):
+            keep, kept_scale = fresh_keep_mask(dropout, tf.shape(product)), 1 / (1 - dropout.rate)
+        outputs = residual_normalized(product, dense.bias, tf.reshape(residual, tf.shape(product)), layer_norm.gamma,
+                                      layer_norm.beta, layer_norm.epsilon, keep, kept_scale)
+        return tf.reshape(outputs, tf.shape(residual))
+
+    def _ends_blocks_at_once(self, inputs):
+        attention, rank = self._self_attention_layer, inputs.shape.rank
+        ends = ((attention._output_dense, FusedEinsumDense), (self._feedforward_output_dense, FusedDense))
+        return (not self.normalize_first and isinstance(attention, FusedMultiHeadAttention)
+                and attention._projects_self_attention_at_once(inputs, inputs, None, None, None, None, False, False)
+                and all(isinstance(dense, kind) and not dense.quantization_mode and dense.bias is not None
+                        and dense.activation in (None, keras.activations.linear) for dense, kind in ends)
+                and contracted_axes(attention._output_dense.equation, attention._output_dense.bias.shape,
+                                    attention._output_dense.kernel.shape) == 2
+                and all(isinstance(norm, FusedLayerNormalization) and norm.normalizes_last_axis(rank)
+                        for norm in (self._self_attention_layer_norm, self._feedforward_layer_norm))
+                and all(isinstance(dropout, FusedDropout) and (not dropout.rate or fast_dropout_applies(dropout, True))
+                        for dropout in (self._self_attention_dropout, self._feedforward_dropout)))
 
 
 FUSED_CLASSES = {
@@ -235,6 +259,7 @@ FUSED_CLASSES = {
     keras.layers.MultiHeadAttention: FusedMultiHeadAttention,
     keras.layers.Dropout: FusedDropout,
     keras.layers.LayerNormalization: FusedLayerNormalization,
+    TransformerEncoder: FusedTransformerEncoder,
 }
 
 

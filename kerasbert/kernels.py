@@ -124,6 +124,59 @@ def attention_written_gradient(query, key, value, additive_mask, scale, keep=Non
     return attend(query, key, value)
 
 
+@tf.function(jit_compile=True)
+def residual_normalized_kernel(x, bias, residual, gamma, beta, epsilon, keep=None, kept_scale=1.0):
+    """LayerNorm(residual + dropped(x + bias)) over the last axis as one XLA kernel in float32: the
+    normalized sum in x's dtype, the sum as x's dtype holds it, its means and inverse deviations."""
+    added = tf.cast(x, tf.float32) + tf.cast(bias, tf.float32)
+    if keep is not None:
+        added = tf.where(keep, added * kept_scale, 0.0)
+    total = tf.cast(added + tf.cast(residual, tf.float32), x.dtype)
+    total32 = tf.cast(total, tf.float32)
+    mean = tf.reduce_mean(total32, axis=-1, keepdims=True)
+    centered = total32 - mean
+    inverse_deviation = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis=-1, keepdims=True) + epsilon)
+    return tf.cast(centered * inverse_deviation * gamma + beta, x.dtype), total, mean, inverse_deviation
+
+
+@tf.function(jit_compile=True)
+def residual_normalized_gradient(total, mean, inverse_deviation, gamma, upstream, keep=None, kept_scale=1.0):
+    """The gradients of `residual_normalized_kernel` for [tokens, features] tensors as one XLA
+    kernel in float32: the sum's (the residual's), x's, and the bias', gamma's and beta's sums
+    over the tokens."""
+    upstream = tf.cast(upstream, tf.float32)
+    standardized = (tf.cast(total, tf.float32) - mean) * inverse_deviation
+    g = upstream * gamma
+    total_gradient = inverse_deviation * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
+                                          - standardized * tf.reduce_mean(g * standardized, axis=-1, keepdims=True))
+    x_gradient = total_gradient if keep is None else tf.where(keep, total_gradient * kept_scale, 0.0)
+    return (tf.cast(total_gradient, total.dtype), tf.cast(x_gradient, total.dtype), tf.reduce_sum(x_gradient, axis=0),
+            tf.reduce_sum(upstream * standardized, axis=0), tf.reduce_sum(upstream, axis=0))
+
+
+def residual_normalized(x, bias, residual, gamma, beta, epsilon, keep=None, kept_scale=1.0):
+    """LayerNorm(residual + dropout(x + bias)) for [tokens, features] tensors, the end of a post-norm
+    transformer block, as one XLA kernel and its gradient as another: the bias is added here, so
+    the MatMul making x runs without one (on AMX tiles where the CPU has them; oneDNN's MatMul
+    fused with its bias does not), and LayerNorm's dozen element-wise passes become one. With
+    dropout, `keep` is the boolean mask of the elements kept and `kept_scale` 1 / (1 - rate)."""
+
+    @tf.custom_gradient
+    def layer_norm(x, bias, residual, gamma, beta):
+        outputs, total, mean, inverse_deviation = residual_normalized_kernel(
+            x, bias, residual, gamma, beta, epsilon, keep, kept_scale)
+
+        def gradient(upstream):
+            total_gradient, x_gradient, bias_gradient, gamma_gradient, beta_gradient = residual_normalized_gradient(
+                total, mean, inverse_deviation, gamma, upstream, keep, kept_scale)
+            return x_gradient, bias_gradient, total_gradient, gamma_gradient, beta_gradient
+
+        return outputs, gradient
+
+    bias, gamma, beta = (tf.cast(weight, tf.float32) for weight in (bias, gamma, beta))
+    return layer_norm(x, bias, residual, gamma, beta)
+
+
 def normalized(inputs, gamma, beta, epsilon):
     """LayerNorm over the last axis, computed in float32 and returned in the inputs' dtype,
     with its gradient written out: dx = (g - mean(g) - x^ mean(g x^)) / sigma for g = dy gamma."""

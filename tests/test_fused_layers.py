@@ -11,11 +11,12 @@ from kerasbert.fused_layers import (
     FusedEinsumDense,
     FusedLayerNormalization,
     FusedMultiHeadAttention,
+    FusedTransformerEncoder,
     contracted_axes,
-    keep_mask,
     use_fused_layers,
     uses_fused_layers,
 )
+from kerasbert.dropout_masks import keep_mask
 from kerasbert.inference import inference_copy
 from kerasbert.model import TextClassifier, load_classifier, save_classifier
 
@@ -30,9 +31,9 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     backbone = classifier.backbone
     stock = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
     assert not uses_fused_layers(classifier)
-    # Per layer 4 projections, 2 FFN, attention, 3 dropouts, 2 LayerNorms; the embeddings' dropout and
-    # LayerNorm, pooler, head and its dropout.
-    assert use_fused_layers(classifier) == 6 * 12 + 5
+    # Per layer itself, 4 projections, 2 FFN, attention, 3 dropouts, 2 LayerNorms; the embeddings' dropout
+    # and LayerNorm, pooler, head and its dropout.
+    assert use_fused_layers(classifier) == 6 * 13 + 5
     fused = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
     real_tokens = features["padding_mask"].numpy() == 1
     np.testing.assert_allclose(fused[real_tokens], stock[real_tokens], atol=tolerance)
@@ -43,14 +44,16 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     assert (op_types["MatMul"], op_types["BatchMatMulV2"], op_types["Einsum"]) == (6 * 4 + 1, 6 * 2, 0)
     assert (op_types["Erf"], op_types["Erfc"]) == (6, 0)
     kinds = {type(layer) for layer in backbone._flatten_layers(include_self=False)}
-    assert {FusedDense, FusedEinsumDense, FusedMultiHeadAttention, FusedDropout, FusedLayerNormalization} <= kinds
+    assert {FusedDense, FusedEinsumDense, FusedMultiHeadAttention, FusedDropout, FusedLayerNormalization,
+            FusedTransformerEncoder} <= kinds
     assert not kinds & {keras.layers.Dense, keras.layers.MultiHeadAttention, keras.layers.Dropout,
                         keras.layers.LayerNormalization}
-    # Inference (what is exported) holds no XLA; training compiles each layer's GELU.
+    # Inference (what is exported) holds no XLA; training compiles each layer's GELU and the ends of
+    # its two blocks (bias, residual, LayerNorm).
     assert xla_calls(graph) == 0
     training_graph = tf.function(lambda features: backbone(features, training=True)).get_concrete_function(
         features).graph
-    assert xla_calls(training_graph) == 6
+    assert xla_calls(training_graph) == 6 * 3
 
 
 def xla_calls(graph):

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasbert.kernels import attention, attention_written_gradient, compiled_biased_gelu, gelu_with_erf
+from kerasbert.kernels import (
+    attention,
+    attention_written_gradient,
+    compiled_biased_gelu,
+    gelu_with_erf,
+    residual_normalized,
+)
 
 
 def gradients_of(function, inputs, seed=(1, 2)):
@@ -76,3 +82,33 @@ def test_attention_written_gradient_with_dropout_matches_tensorflows():
     # Without the mask the gradients differ: the test sees the dropout.
     _, undropped = gradients_of(lambda q, k, v: attention_written_gradient(q, k, v, None, scale), [query, key, value])
     assert np.abs(undropped[0].numpy() - expected_gradients[0].numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype, rate, tolerance", [(tf.float32, 0.0, 1e-5), (tf.float32, 0.3, 1e-5),
+                                                    (tf.bfloat16, 0.0, 3e-2)])
+def test_residual_normalized_and_its_gradients_match_tensorflows(dtype, rate, tolerance):
+    tokens, features, epsilon = 29, 24, 1e-12
+    x, residual = (tf.cast(tf.random.stateless_normal([tokens, features], (seed, 2)) * 2, dtype) for seed in (1, 2))
+    bias, gamma, beta = (tf.random.stateless_normal([features], (seed, 3)) for seed in (3, 4, 5))
+    keep = tf.random.stateless_uniform([tokens, features], (6, 7)) >= rate if rate else None
+    kept_scale = 1 / (1 - rate)
+
+    def stock(x, bias, residual, gamma, beta):
+        added = tf.cast(x, tf.float32) + bias
+        added = added if keep is None else tf.where(keep, added * kept_scale, 0.0)
+        total = tf.cast(tf.cast(added + tf.cast(residual, tf.float32), dtype), tf.float32)
+        mean, variance = tf.nn.moments(total, axes=[-1], keepdims=True)
+        return tf.cast((total - mean) * tf.math.rsqrt(variance + epsilon) * gamma + beta, dtype)
+
+    inputs = [x, bias, residual, gamma, beta]
+    expected, expected_gradients = gradients_of(stock, inputs)
+    actual, actual_gradients = gradients_of(
+        lambda *inputs: residual_normalized(*inputs, epsilon, keep, kept_scale), inputs)
+    assert actual.dtype == dtype and [g.dtype for g in actual_gradients] == [g.dtype for g in expected_gradients]
+    np.testing.assert_allclose(tf.cast(actual, tf.float32), tf.cast(expected, tf.float32), rtol=tolerance, atol=tolerance)
+    for got, want in zip(actual_gradients, expected_gradients):
+        want = tf.cast(want, tf.float32).numpy()
+        np.testing.assert_allclose(tf.cast(got, tf.float32), want, rtol=tolerance, atol=tolerance * np.abs(want).max())
+    if keep is not None:  # dropped elements pass no gradient to x, all of it to the residual
+        assert np.abs(actual_gradients[0].numpy()[~keep.numpy()]).max() == 0
+        assert np.abs(actual_gradients[2].numpy()[~keep.numpy()]).max() > 1e-3
