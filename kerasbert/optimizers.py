@@ -133,6 +133,7 @@ class GradientNormAdamW(keras.optimizers.AdamW):
     def __init__(self, *args, layer_decay=1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.layer_decay = layer_decay
+        self._step_norm = None  # the global norm of the gradients `apply` is applying
         self.exclude_from_weight_decay(var_names=NO_DECAY_PATTERN)
 
     def build(self, variables):
@@ -170,7 +171,18 @@ class GradientNormAdamW(keras.optimizers.AdamW):
 
     def apply(self, grads, trainable_variables=None):
         squares = [keras.ops.sum(keras.ops.square(keras.ops.cast(g, "float32"))) for g in grads if g is not None]
+        self._step_norm = keras.ops.sqrt(keras.ops.sum(keras.ops.stack(squares))) if squares else None
         result = super().apply(grads, trainable_variables)  # builds the optimizer on first use
         if squares:
-            self.gradient_norm.assign(keras.ops.sqrt(keras.ops.sum(keras.ops.stack(squares))))
+            self.gradient_norm.assign(self._step_norm)
         return result
+
+    def _clip_gradients(self, grads):
+        """Keras' clipping by the global norm, with the norm `apply` measured: Keras' own would
+        take a second pass over every gradient (about 1% of a step for MiniLM)."""
+        if self.gradient_accumulation_steps or self.clipnorm or not self.global_clipnorm or self._step_norm is None:
+            return super()._clip_gradients(grads)
+        norm = self._step_norm
+        # As Keras': 1 for a norm below the limit, NaN for a norm that is not finite.
+        scale = self.global_clipnorm * keras.ops.minimum(1.0 / norm, 1.0 / self.global_clipnorm) + (norm - norm)
+        return [g if g is None else g * keras.ops.cast(scale, g.dtype) for g in grads]
