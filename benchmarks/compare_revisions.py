@@ -8,6 +8,13 @@ Each revision is extracted with `git archive` into a temporary folder and run wi
 checkout's virtual environment (the revisions must share requirements), from the directory
 this script is started in, so relative paths after `--` mean what they mean here. Arguments
 after `--` go to `train.py` of both; `--seed` and `--output-dir` are set here.
+
+With `--throughput LENGTH`, each revision's own `benchmarks/versus_hugging_face.py` worker
+measures kerasbert's training and inference sequences/s at LENGTH tokens instead, timed on a
+second pass over the same real train reviews: the steady state of a long run, once every batch
+shape has been traced and compiled (a short `train.py` run also pays that compilation).
+
+    python benchmarks/compare_revisions.py 5b2cca0 HEAD --rounds 2 --throughput 512
 """
 
 import argparse
@@ -38,6 +45,21 @@ def run(folder, train_args, seed, output):
             "eval": metrics["timing"]["eval_sequences_per_second"]}
 
 
+def run_throughput(folder, reviews, length):
+    """(training, inference) sequences/s of the kerasbert worker of the revision in `folder`."""
+    job = {"mode": "throughput", "reviews": reviews, "length": length, "options": {}, "batch_size": 16,
+           "eval_batch_size": 64}
+    environment = {**os.environ, "PYTHONPATH": folder, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, os.path.join(folder, "benchmarks", "versus_hugging_face.py"), "--worker", "kerasbert",
+               "--job", json.dumps(job)]
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+    if completed.returncode or not lines:
+        return {"error": completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "failed"}
+    result = json.loads(lines[-1])
+    return {"train": result["train_sps"], "eval": result["inference_sps"]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("before")
@@ -45,11 +67,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "compare_revisions.md"))
+    parser.add_argument("--throughput", type=int, metavar="LENGTH",
+                        help="Measure second-pass throughput at LENGTH tokens instead of running train.py.")
+    parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR", ""), help="With --throughput.")
     args, train_args = parser.parse_known_args()
     train_args = [arg for arg in train_args if arg != "--"]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from machine import append_results, results_heading
+    from versus_hugging_face import write_review_sample
 
     work = tempfile.mkdtemp(prefix="kerasbert-revisions-")
     folders = {}
@@ -57,22 +83,31 @@ def main():
         folders[revision] = os.path.join(work, revision.replace("/", "_"))
         os.makedirs(folders[revision])
         extract(revision, folders[revision])
+    if args.throughput:
+        reviews = write_review_sample(argparse.Namespace(data_dir=args.data_dir, train_examples=320,
+                                                         inference_examples=640))
+        seeds = [0]
     rows = []
     for round_number in range(1, args.rounds + 1):
         for seed in seeds:
             for revision in (args.before, args.after):
                 output = os.path.join(work, "runs", f"{revision.replace('/', '_')}-seed{seed}-round{round_number}")
-                result = {"revision": revision, "seed": seed, "round": round_number,
-                          **run(folders[revision], train_args, seed, output)}
+                measured = (run_throughput(folders[revision], reviews, args.throughput) if args.throughput
+                            else run(folders[revision], train_args, seed, output))
+                result = {"revision": revision, "seed": seed, "round": round_number, **measured}
                 rows.append(result)
                 print(json.dumps(result), flush=True)
-    lines = [results_heading(), f"`train.py {' '.join(train_args)}` on each revision, alternating.\n",
+    measurement = (f"Second-pass throughput at {args.throughput} tokens (320 real train reviews, batch 16; inference 640, "
+                   f"batch 64) with each revision's versus_hugging_face.py worker" if args.throughput
+                   else f"`train.py {' '.join(train_args)}`")
+    lines = [results_heading(), f"{measurement} on each revision, alternating.\n",
              "| revision | seed | round | test accuracy | train seq/s | eval seq/s |", "|---|---|---|---|---|---|"]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['revision']} | {row['seed']} | {row['round']} | error: {row['error']} | | |")
         else:
-            lines.append(f"| {row['revision']} | {row['seed']} | {row['round']} | {row['accuracy']:.4f} | "
+            accuracy = f"{row['accuracy']:.4f}" if "accuracy" in row else "-"
+            lines.append(f"| {row['revision']} | {row['seed']} | {row['round']} | {accuracy} | "
                          f"{row['train']:.2f} | {row['eval']:.1f} |")
     append_results(args.results, lines)
 
