@@ -57,6 +57,36 @@ def compiled_biased_gelu(x, bias):
 
 
 @tf.function(jit_compile=True)
+def heads_first_kernel(projected, bias):
+    """[batch, length, 3, heads, size] query-key-value projections plus their [3, heads, size] bias,
+    as [batch, heads, length, size] query, key and value: one XLA kernel adds and transposes."""
+    added = tf.cast(tf.cast(projected, tf.float32) + tf.cast(bias, tf.float32), projected.dtype)
+    return tf.unstack(tf.transpose(added, [2, 0, 3, 1, 4]))
+
+
+@tf.function(jit_compile=True)
+def heads_first_gradient(query, key, value):
+    """The gradients of `heads_first_kernel` as one XLA kernel: the three stacked and transposed
+    back, and their sums over batch and length for the bias, in float32."""
+    stacked = tf.transpose(tf.stack([query, key, value]), [1, 3, 0, 2, 4])
+    return stacked, tf.reduce_sum(tf.cast(stacked, tf.float32), axis=[0, 1])
+
+
+@tf.custom_gradient
+def heads_first(projected, bias):
+    """`heads_first_kernel`, its gradient `heads_first_gradient`: the query-key-value MatMul runs
+    without its bias (on AMX tiles where the CPU has them), the transpose and the bias' gradient
+    take one pass each."""
+    query, key, value = heads_first_kernel(projected, bias)
+
+    def gradient(query_upstream, key_upstream, value_upstream):
+        projected_gradient, bias_gradient = heads_first_gradient(query_upstream, key_upstream, value_upstream)
+        return projected_gradient, tf.cast(bias_gradient, bias.dtype)
+
+    return (query, key, value), gradient
+
+
+@tf.function(jit_compile=True)
 def softmax_gradient(probabilities, upstream):
     """The gradient of a last-axis softmax, p (dp - sum(p dp)), as one XLA kernel summing in float32."""
     p, dp = tf.cast(probabilities, tf.float32), tf.cast(upstream, tf.float32)
@@ -84,10 +114,11 @@ def attention(query, key, value, additive_mask, scale):
 
 
 @tf.function(jit_compile=True)
-def attention_scores_gradient(probabilities, upstream, row_sums, scale, keep=None):
+def attention_scores_gradient(probabilities, upstream, outputs, outputs_upstream, scale, keep=None):
     """The gradient of the scaled scores before the softmax, p (dp - sum(p dp)) scale, as one XLA
-    kernel in float32, given the row sums sum(p dp) = sum(do o); dp is `upstream` where dropout
-    kept the probability (`keep`), else 0."""
+    kernel in float32, the row sums sum(p dp) taken as sum(do o) over the outputs o and their
+    gradient do; dp is `upstream` where dropout kept the probability (`keep`), else 0."""
+    row_sums = tf.reduce_sum(tf.cast(outputs_upstream, tf.float32) * tf.cast(outputs, tf.float32), -1, keepdims=True)
     upstream = tf.cast(upstream, tf.float32)
     if keep is not None:
         upstream = tf.where(keep, upstream, 0.0)
@@ -111,9 +142,8 @@ def attention_written_gradient(query, key, value, additive_mask, scale, keep=Non
         outputs = tf.matmul(kept, scaled_value)
 
         def gradient(upstream):
-            row_sums = tf.reduce_sum(tf.cast(upstream, tf.float32) * tf.cast(outputs, tf.float32), -1, keepdims=True)
             scores = attention_scores_gradient(probabilities, tf.matmul(upstream, scaled_value, transpose_b=True),
-                                               row_sums, scale, keep)
+                                               outputs, upstream, scale, keep)
             value_gradient = tf.matmul(kept, upstream, transpose_a=True)
             if kept_scale != 1:
                 value_gradient *= tf.cast(kept_scale, value_gradient.dtype)
