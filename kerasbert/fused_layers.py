@@ -41,7 +41,6 @@ from kerasbert.kernels import (
     attention_written_gradient,
     compiled_biased_gelu,
     gelu_with_erf,
-    heads_first,
     normalized,
     residual_normalized,
     softmax_compiled_gradient,
@@ -141,14 +140,11 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         projections = (self._query_dense, self._key_dense, self._value_dense)
         kernel = tf.concat([tf.cast(layer.kernel, inputs.dtype) for layer in projections], axis=1)
         bias = tf.concat([tf.cast(layer.bias, inputs.dtype) for layer in projections], axis=0)
-        heads_shape = [tf.shape(inputs)[0], tf.shape(inputs)[1], 3, self._num_heads, self._key_dim]
-        if training:
-            projected = tf.reshape(flat_product(inputs, kernel, contracted=1), heads_shape)
-            query, key, value = heads_first(projected, tf.reshape(bias, heads_shape[2:]))
-        else:
-            projected = tf.reshape(project(inputs, kernel, bias, None, contracted=1), heads_shape)
-            query, key, value = tf.unstack(tf.transpose(projected, [2, 0, 3, 1, 4]))
-        return self._attend(query, key, value, attention_mask, training)  # each [batch, heads, length, size]
+        projected = project(inputs, kernel, bias, None, contracted=1)  # [batch, length, 3 x heads, size]
+        batch, length = tf.shape(projected)[0], tf.shape(projected)[1]
+        projected = tf.reshape(projected, [batch, length, 3, self._num_heads, self._key_dim])
+        query, key, value = tf.unstack(tf.transpose(projected, [2, 0, 3, 1, 4]))  # each [batch, heads, length, size]
+        return self._attend(query, key, value, attention_mask, training)
 
     def _projects_self_attention_at_once(self, query, value, key, query_mask, value_mask, key_mask,
                                          return_attention_scores, use_causal_mask):

@@ -57,36 +57,6 @@ def compiled_biased_gelu(x, bias):
 
 
 @tf.function(jit_compile=True)
-def heads_first_kernel(projected, bias):
-    """[batch, length, 3, heads, size] query-key-value projections plus their [3, heads, size] bias,
-    as [batch, heads, length, size] query, key and value: one XLA kernel adds and transposes."""
-    added = tf.cast(tf.cast(projected, tf.float32) + tf.cast(bias, tf.float32), projected.dtype)
-    return tf.unstack(tf.transpose(added, [2, 0, 3, 1, 4]))
-
-
-@tf.function(jit_compile=True)
-def heads_first_gradient(query, key, value):
-    """The gradients of `heads_first_kernel` as one XLA kernel: the three stacked and transposed
-    back, and their sums over batch and length for the bias, in float32."""
-    stacked = tf.transpose(tf.stack([query, key, value]), [1, 3, 0, 2, 4])
-    return stacked, tf.reduce_sum(tf.cast(stacked, tf.float32), axis=[0, 1])
-
-
-@tf.custom_gradient
-def heads_first(projected, bias):
-    """`heads_first_kernel`, its gradient `heads_first_gradient`: the query-key-value MatMul runs
-    without its bias (on AMX tiles where the CPU has them), the transpose and the bias' gradient
-    take one pass each."""
-    query, key, value = heads_first_kernel(projected, bias)
-
-    def gradient(query_upstream, key_upstream, value_upstream):
-        projected_gradient, bias_gradient = heads_first_gradient(query_upstream, key_upstream, value_upstream)
-        return projected_gradient, tf.cast(bias_gradient, bias.dtype)
-
-    return (query, key, value), gradient
-
-
-@tf.function(jit_compile=True)
 def softmax_gradient(probabilities, upstream):
     """The gradient of a last-axis softmax, p (dp - sum(p dp)), as one XLA kernel summing in float32."""
     p, dp = tf.cast(probabilities, tf.float32), tf.cast(upstream, tf.float32)

@@ -9,7 +9,6 @@ from kerasbert.kernels import (
     attention_written_gradient,
     compiled_biased_gelu,
     gelu_with_erf,
-    heads_first,
     residual_normalized,
 )
 
@@ -113,21 +112,3 @@ def test_residual_normalized_and_its_gradients_match_tensorflows(dtype, rate, to
     if keep is not None:  # dropped elements pass no gradient to x, all of it to the residual
         assert np.abs(actual_gradients[0].numpy()[~keep.numpy()]).max() == 0
         assert np.abs(actual_gradients[2].numpy()[~keep.numpy()]).max() > 1e-3
-
-
-@pytest.mark.parametrize("dtype, tolerance", [(tf.float32, 1e-6), (tf.bfloat16, 1e-2)])
-def test_heads_first_adds_the_bias_transposes_and_differentiates_like_tensorflow(dtype, tolerance):
-    projected = tf.cast(tf.random.stateless_normal([2, 5, 3, 4, 6], (1, 9)), dtype)
-    bias = tf.random.stateless_normal([3, 4, 6], (2, 9))
-
-    def stock(projected, bias):
-        added = tf.cast(tf.cast(projected, tf.float32) + bias, dtype)
-        return tf.concat(tf.unstack(tf.transpose(added, [2, 0, 3, 1, 4])), axis=-1)  # the three side by side
-
-    expected, expected_gradients = gradients_of(stock, [projected, bias])
-    actual, actual_gradients = gradients_of(lambda *inputs: tf.concat(heads_first(*inputs), axis=-1), [projected, bias])
-    assert actual.shape == (2, 4, 5, 18) and [g.dtype for g in actual_gradients] == [dtype, tf.float32]
-    np.testing.assert_allclose(tf.cast(actual, tf.float32), tf.cast(expected, tf.float32), rtol=tolerance, atol=tolerance)
-    for got, want in zip(actual_gradients, expected_gradients):
-        want = tf.cast(want, tf.float32).numpy()
-        np.testing.assert_allclose(tf.cast(got, tf.float32), want, rtol=tolerance, atol=tolerance * np.abs(want).max())
