@@ -35,6 +35,7 @@ import tensorflow as tf
 from keras_hub.layers import TransformerEncoder
 from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
 
+from kerasbert.compiled_inference import compiles_kernels
 from kerasbert.dropout_masks import fast_dropout_applies, fresh_keep_mask, zero_dropped
 from kerasbert.kernels import (
     attention,
@@ -63,7 +64,7 @@ def project(inputs, kernel, bias, activation, contracted, training=False):
     outer_shape = tf.shape(inputs)[:inputs.shape.rank - contracted]
     x = flat_product(inputs, kernel, contracted)
     bias = tf.reshape(tf.cast(bias, x.dtype), [-1])
-    if activation is keras.activations.gelu and training:
+    if activation is keras.activations.gelu and compiles_kernels(training):
         x = compiled_biased_gelu(x, bias)
     elif activation is keras.activations.gelu:
         x = gelu_with_erf(tf.nn.bias_add(x, bias))
@@ -217,22 +218,22 @@ class FusedTransformerEncoder(TransformerEncoder):
     without its bias, on AMX tiles where the CPU has them. Inference takes KerasHub's own path."""
 
     def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
-        if not (training and not return_attention_scores and self._ends_blocks_at_once(inputs)):
+        if not (compiles_kernels(training) and not return_attention_scores and self._ends_blocks_at_once(inputs)):
             return super().call(inputs, padding_mask, attention_mask, training, return_attention_scores)
         attention = self._self_attention_layer
         heads = attention.attend_to_itself(inputs, merge_padding_and_attention_mask(inputs, padding_mask, attention_mask),
                                            training)
         x = self._end_block(heads, attention._output_dense, inputs, self._self_attention_dropout,
-                            self._self_attention_layer_norm)
+                            self._self_attention_layer_norm, training)
         hidden = self._feedforward_intermediate_dense(x, training=training)
         return self._end_block(hidden, self._feedforward_output_dense, x, self._feedforward_dropout,
-                               self._feedforward_layer_norm)
+                               self._feedforward_layer_norm, training)
 
-    def _end_block(self, inputs, dense, residual, dropout, layer_norm):
+    def _end_block(self, inputs, dense, residual, dropout, layer_norm, training):
         """layer_norm(residual + dropout(dense(inputs))), shaped like `residual`."""
         product = flat_product(inputs, dense.kernel, inputs.shape.rank - residual.shape.rank + 1)
         keep, kept_scale = None, 1.0
-        if fast_dropout_applies(dropout, True):
+        if fast_dropout_applies(dropout, training):
             keep, kept_scale = fresh_keep_mask(dropout, tf.shape(product)), 1 / (1 - dropout.rate)
         outputs = residual_normalized(product, dense.bias, tf.reshape(residual, tf.shape(product)), layer_norm.gamma,
                                       layer_norm.beta, layer_norm.epsilon, keep, kept_scale)

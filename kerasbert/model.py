@@ -24,6 +24,7 @@ from keras_hub.src.utils.python_utils import classproperty
 
 from kerasbert import data
 from kerasbert.backbone import pooled_output, set_feedforward_activation
+from kerasbert.compiled_inference import CompiledInferenceSteps
 from kerasbert.data import as_labeled_texts, is_texts, is_token_dataset, is_token_features
 from kerasbert.errors import KerasbertError, first_line
 from kerasbert.evaluation import labeled_rows
@@ -46,11 +47,11 @@ def softmax(logits):
 
 
 @keras.saving.register_keras_serializable(package="kerasbert")
-class TextClassifier(ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
-    """KerasHub's BERT text classifier that knows its class names, computes with fused
-    layers (`kerasbert.fused_layers`) and a trimmed last layer, and trains on raw texts
-    the fast way: `fit(texts, labels)` shuffles anew each epoch, batches reviews of
-    similar length and tokenizes in `tf.data` (`predict` and `evaluate` trace once).
+class TextClassifier(CompiledInferenceSteps, ShapeRelaxedSteps, keras_hub.models.BertTextClassifier):
+    """KerasHub's BERT text classifier that knows its class names, computes with fused layers
+    (`kerasbert.fused_layers`) and a trimmed last layer, and trains on raw texts the fast way:
+    `fit(texts, labels)` shuffles anew each epoch, batches reviews of similar length and tokenizes
+    in `tf.data` (`predict` and `evaluate` trace once, with training's XLA kernels: exports hold none).
 
     `compile()` defaults to AdamW with linear warm-up and decay whose length `fit`
     learns from its `epochs` and the data. Everything is part of the config, and

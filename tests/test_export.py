@@ -57,6 +57,8 @@ def test_saved_model_serves_raw_text_in_a_process_without_keras(run_dir, exporte
     assert result.returncode == 0, result.stderr[-2000:]
     served = json.loads(result.stdout.strip().splitlines()[-1])
     assert served["leaked"] == []
+    with open(os.path.join(version, "saved_model.pb"), "rb") as file:
+        assert b"_XlaMustCompile" not in file.read()  # in-process predict compiles XLA kernels; exports hold none
     expected = keras_probabilities(run_dir, REVIEWS)
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-4)
     assert served["class_name"] == [["neg", "pos"][k] for k in expected.argmax(1)]

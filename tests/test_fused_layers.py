@@ -16,6 +16,7 @@ from kerasbert.fused_layers import (
     use_fused_layers,
     uses_fused_layers,
 )
+from kerasbert.compiled_inference import CompiledInferenceSteps, compiled_inference, compiles_kernels
 from kerasbert.dropout_masks import keep_mask
 from kerasbert.inference import inference_copy
 from kerasbert.model import TextClassifier, load_classifier, save_classifier
@@ -54,6 +55,34 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     training_graph = tf.function(lambda features: backbone(features, training=True)).get_concrete_function(
         features).graph
     assert xla_calls(training_graph) == 6 * 3
+    # In-process inference (predict, evaluate) takes them too, for the same function.
+    with compiled_inference():
+        assert xla_calls(tf.function(backbone).get_concrete_function(features).graph) == 6 * 3
+        compiled = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
+    np.testing.assert_allclose(compiled[real_tokens], stock[real_tokens], atol=tolerance)
+
+
+def test_predict_and_evaluate_trace_for_the_xla_kernels_a_plain_call_does_not():
+    seen = []
+
+    class Recorder(keras.layers.Layer):
+        def call(self, inputs, training=None):
+            seen.append(compiles_kernels(training))
+            return inputs
+
+    class Model(CompiledInferenceSteps, keras.Sequential):
+        pass
+
+    model = Model([Recorder()])
+    model.compile(loss="mse")
+    model(np.ones((2, 3)))
+    called = list(seen)
+    model.predict(np.ones((2, 3)), verbose=0)
+    predicted = seen[len(called):]
+    model.evaluate(np.ones((2, 3)), np.ones((2, 3)), verbose=0)
+    evaluated = seen[len(called) + len(predicted):]
+    assert set(called) == {False} and True in predicted and True in evaluated
+    assert not compiles_kernels(training=False)  # the context closed
 
 
 def xla_calls(graph):
