@@ -1,5 +1,6 @@
-"""Drop-in subclasses of Keras' Dense, EinsumDense, MultiHeadAttention, Dropout
-and LayerNormalization whose TensorFlow graphs are cheaper on a CPU.
+"""Drop-in subclasses of Keras' Dense, EinsumDense, MultiHeadAttention, Dropout,
+LayerNormalization and KerasHub's TransformerEncoder whose TensorFlow graphs are
+cheaper on a CPU.
 
 Keras 3 computes a Dense layer on a [batch, length, features] input as
 `tensordot` (reshape, MatMul, reshape) followed by a separate bias `Add` and
@@ -12,9 +13,11 @@ which Grappler's oneDNN remapper turns into one `_FusedMatMul`, and attention as
 where TensorFlow draws a 32-bit word. With the matrix multiplies on AMX tiles,
 what remained was element-wise, each op a pass over memory (57% of a bf16
 training step's op time at 512 tokens on a Xeon with AMX), so training computes
-the bias and GELU, their gradients and the softmax's gradient as XLA kernels,
-and LayerNorm's gradient written out; inference keeps the plain ops, which the
-remapper fuses, so exported models hold no XLA. Weights, configs and saved
+the bias and GELU, each block's end (output bias, dropout, residual, LayerNorm),
+their gradients and the softmax's as XLA kernels; the MatMuls before them run
+without a fused bias, on AMX. In-process `predict` and `evaluate` take the same
+kernels (`kerasbert.compiled_inference`); other inference graphs keep the plain
+ops, which the remapper fuses, so exported models hold no XLA. Weights, configs and saved
 files are unchanged: `use_fused_layers` only rebinds the classes of a built
 model's layers, so a model is fused again after it is loaded.
 
