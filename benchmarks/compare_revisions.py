@@ -98,9 +98,9 @@ def main():
                 rows.append(result)
                 print(json.dumps(result), flush=True)
     measurement = (f"Second-pass throughput at {args.throughput} tokens (320 real train reviews, batch 16; inference 640, "
-                   f"batch 64) with each revision's versus_hugging_face.py worker" if args.throughput
-                   else f"`train.py {' '.join(train_args)}`")
-    lines = [results_heading(), f"{measurement} on each revision, alternating.\n",
+                   f"batch 64), measured by each revision's own versus_hugging_face.py worker" if args.throughput
+                   else f"`train.py {' '.join(train_args)}` on each revision")
+    lines = [results_heading(), f"{measurement}, the revisions alternating.\n",
              "| revision | seed | round | test accuracy | train seq/s | eval seq/s |", "|---|---|---|---|---|---|"]
     for row in rows:
         if "error" in row:
