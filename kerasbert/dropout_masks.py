@@ -46,6 +46,14 @@ def fresh_keep_mask(dropout, shape):
     return keep_mask(shape, dropout.rate, stateless_seed(dropout.seed_generator))
 
 
+def keep_mask_and_scale(dropout, training, shape):
+    """(a `fresh_keep_mask` of `shape`, the kept elements' scale 1 / (1 - rate)) when the Dropout
+    layer's `fast_dropout_applies`, else (None, 1.0)."""
+    if not fast_dropout_applies(dropout, training):
+        return None, 1.0
+    return fresh_keep_mask(dropout, shape), 1 / (1 - dropout.rate)
+
+
 def zero_dropped(dropout, inputs):
     """`inputs` with the elements a `fresh_keep_mask` drops set to zero; the rest unscaled."""
     return tf.where(fresh_keep_mask(dropout, tf.shape(inputs)), inputs, tf.zeros((), inputs.dtype))

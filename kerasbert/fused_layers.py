@@ -39,7 +39,7 @@ from keras_hub.layers import TransformerEncoder
 from keras_hub.src.layers.modeling.transformer_layer_utils import merge_padding_and_attention_mask
 
 from kerasbert.compiled_inference import compiles_kernels
-from kerasbert.dropout_masks import fast_dropout_applies, fresh_keep_mask, zero_dropped
+from kerasbert.dropout_masks import fast_dropout_applies, keep_mask_and_scale, zero_dropped
 from kerasbert.kernels import (
     attention,
     attention_written_gradient,
@@ -184,10 +184,8 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         dropout = self._dropout_layer
         if not training:
             return heads_last(attention(query, key, value, additive_mask, scale))
-        keep, kept_scale = None, 1.0
-        if fast_dropout_applies(dropout, training):
-            keep = fresh_keep_mask(dropout, tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0))
-            kept_scale = 1 / (1 - dropout.rate)
+        keep, kept_scale = keep_mask_and_scale(dropout, training,
+                                               tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0))
         if keep is not None or not dropout.rate:
             return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
         scores = tf.matmul(query * tf.cast(scale, query.dtype), key, transpose_b=True)  # scaled on the smaller
@@ -218,7 +216,8 @@ class FusedTransformerEncoder(TransformerEncoder):
     """KerasHub's post-norm `TransformerEncoder` whose training step ends each block (attention,
     feed-forward) in one XLA kernel, `residual_normalized`: the block's output bias, dropout, the
     residual and the LayerNorm, and their gradient in another. The block's last MatMul then runs
-    without its bias, on AMX tiles where the CPU has them. Inference takes KerasHub's own path."""
+    without its bias, on AMX tiles where the CPU has them. Inference takes KerasHub's own path,
+    except inside `compiled_inference` (in-process `predict` and `evaluate`)."""
 
     def call(self, inputs, padding_mask=None, attention_mask=None, training=None, return_attention_scores=False):
         if not (compiles_kernels(training) and not return_attention_scores and self._ends_blocks_at_once(inputs)):
@@ -235,9 +234,7 @@ class FusedTransformerEncoder(TransformerEncoder):
     def _end_block(self, inputs, dense, residual, dropout, layer_norm, training):
         """layer_norm(residual + dropout(dense(inputs))), shaped like `residual`."""
         product = flat_product(inputs, dense.kernel, inputs.shape.rank - residual.shape.rank + 1)
-        keep, kept_scale = None, 1.0
-        if fast_dropout_applies(dropout, training):
-            keep, kept_scale = fresh_keep_mask(dropout, tf.shape(product)), 1 / (1 - dropout.rate)
+        keep, kept_scale = keep_mask_and_scale(dropout, training, tf.shape(product))
         outputs = residual_normalized(product, dense.bias, tf.reshape(residual, tf.shape(product)), layer_norm.gamma,
                                       layer_norm.beta, layer_norm.epsilon, keep, kept_scale)
         return tf.reshape(outputs, tf.shape(residual))

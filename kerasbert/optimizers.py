@@ -171,16 +171,21 @@ class GradientNormAdamW(keras.optimizers.AdamW):
 
     def apply(self, grads, trainable_variables=None):
         squares = [keras.ops.sum(keras.ops.square(keras.ops.cast(g, "float32"))) for g in grads if g is not None]
-        self._step_norm = keras.ops.sqrt(keras.ops.sum(keras.ops.stack(squares))) if squares else None
-        result = super().apply(grads, trainable_variables)  # builds the optimizer on first use
+        norm = keras.ops.sqrt(keras.ops.sum(keras.ops.stack(squares))) if squares else None
+        self._step_norm = norm
+        try:
+            result = super().apply(grads, trainable_variables)  # builds the optimizer on first use
+        finally:
+            self._step_norm = None  # a tensor of this trace: no later call may clip with it
         if squares:
-            self.gradient_norm.assign(self._step_norm)
+            self.gradient_norm.assign(norm)
         return result
 
     def _clip_gradients(self, grads):
         """Keras' clipping by the global norm, with the norm `apply` measured: Keras' own would
         take a second pass over every gradient (about 1% of a step for MiniLM)."""
-        if self.gradient_accumulation_steps or self.clipnorm or not self.global_clipnorm or self._step_norm is None:
+        if (self.gradient_accumulation_steps or self.loss_scale_factor or self.clipnorm or not self.global_clipnorm
+                or self._step_norm is None):  # Keras clips other gradients than `apply` measured, or not by the norm
             return super()._clip_gradients(grads)
         norm = self._step_norm
         # As Keras': 1 for a norm below the limit, NaN for a norm that is not finite.
