@@ -40,7 +40,7 @@ _MODULES = {
     "data": ("evaluation_dataset", "load_unlabeled_texts", "read_tfds", "training_dataset"),
     "errors": ("KerasbertError",),
     "hardware": ("choose_precision", "detect_hardware"),
-    "model": ("TextClassifier",),
+    "model": ("TextClassifier", "load_classifier"),
     "monitoring": ("MisclassifiedReviews", "TrainingTensorBoard"),
     "optimizers": ("GradientNormAdamW", "WarmupLinearDecay", "adamw_with_warmup"),
     "preprocessing": ("LengthWarmup", "ReviewPreprocessor"),

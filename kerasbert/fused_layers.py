@@ -262,6 +262,10 @@ FUSED_CLASSES = {
     keras.layers.LayerNormalization: FusedLayerNormalization,
     TransformerEncoder: FusedTransformerEncoder,
 }
+# Keras names the weights of a layer in a list (a functional model's layers) after its class in saved
+# files: a fused class takes its base's name, so files are the same fused or not (`kerasbert.weight_files`).
+for _base, _fused in FUSED_CLASSES.items():
+    _fused.__name__ = _base.__name__
 
 
 def use_fused_layers(model):

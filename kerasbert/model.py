@@ -37,6 +37,7 @@ from kerasbert.preprocessing import LengthWarmup, ReviewPreprocessor
 from kerasbert.presets import DEFAULT_PRESET, hugging_face_activation, preset_listing, resolve_preset
 from kerasbert.step_functions import ShapeRelaxedSteps
 from kerasbert.texts import LabeledTexts
+from kerasbert.weight_files import names_as_saved
 
 SEED_STATE_PREFIX = "seed_generator_"
 
@@ -53,11 +54,10 @@ class TextClassifier(CompiledInferenceSteps, ShapeRelaxedSteps, keras_hub.models
     `fit(texts, labels)` shuffles anew each epoch, batches reviews of similar length and tokenizes
     in `tf.data` (`predict` and `evaluate` trace once, with training's XLA kernels: exports hold none).
 
-    `compile()` defaults to AdamW with linear warm-up and decay whose length `fit`
-    learns from its `epochs` and the data. Everything is part of the config, and
-    `save` keeps the optimizer state and the dropout generators, so
-    `keras.saving.load_model(path)` gives back a compiled classifier whose next
-    `fit(..., initial_epoch=k)` continues an interrupted one exactly.
+    `compile()` defaults to AdamW with linear warm-up and decay whose length `fit` learns from its
+    `epochs` and the data. Everything is part of the config, and `save` keeps the optimizer state and
+    the dropout generators, so `keras.saving.load_model(path)` gives back a compiled classifier whose
+    next `fit(..., initial_epoch=k)` continues an interrupted one exactly.
 
     Args:
         backbone: a `keras_hub.models.BertBackbone`.
@@ -283,13 +283,13 @@ def save_classifier(classifier, path):
 
 
 def load_classifier(path):
-    """Load a `.keras` classifier (safe mode: no lambdas or pickles), fused, with a one-line
-    error for a missing or damaged file. Models saved by KerasHub's own BertTextClassifier
-    are fused after loading."""
+    """Load a `.keras` classifier of any kerasbert version, or KerasHub's BertTextClassifier, fused (safe
+    mode: no lambdas or pickles), with a one-line error for a missing or damaged file."""
     if not os.path.isfile(path):
         raise KerasbertError(f"model file {path} does not exist")
     try:
-        classifier = keras.saving.load_model(path, safe_mode=True)
+        with names_as_saved(path):
+            classifier = keras.saving.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a corrupt zip or config
         raise KerasbertError(f"cannot load model {path}: {first_line(error)}") from None
     if not isinstance(classifier, keras_hub.models.TextClassifier):

@@ -34,6 +34,7 @@ from kerasbert import files
 from kerasbert.disk import check_free_space, variable_bytes
 from kerasbert.errors import KerasbertError
 from kerasbert.job import rundir
+from kerasbert.weight_files import load_weights
 
 STATE_FILE = os.path.basename(rundir.BACKUP_STATE)
 PREVIOUS_STATE_FILE = "previous-state.json"
@@ -124,7 +125,7 @@ class Backup:
                                  "start over with --overwrite")
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(path)
+        load_weights(model, path)
         restored_step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         if restored_step != state.global_step:
             raise KerasbertError(f"backup {self.folder} is inconsistent: optimizer step {restored_step}, "

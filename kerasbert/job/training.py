@@ -30,6 +30,7 @@ from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import resolve_preset
 from kerasbert.progress import ProgressLines, Throughput, TimeEstimate, keras_verbosity, phase
 from kerasbert.splits import load_splits, load_streamed_splits, should_stream
+from kerasbert.weight_files import load_weights
 
 
 def monitored_metric(splits):
@@ -205,7 +206,7 @@ def fine_tune(job, splits):
     if state.epoch < config.epochs:
         phase(f"early stop: no improvement for {state.epochs_since_best} epoch(s)")
     if os.path.exists(run_dir.best_weights):
-        classifier.load_weights(run_dir.best_weights)
+        load_weights(classifier, run_dir.best_weights)
     history = {name: [epoch[name] for epoch in state.history] for name in state.history[0]}
     return FineTuned(classifier, history, throughput, time_estimate, job.strategy, state, steps_per_epoch)
 
