@@ -28,16 +28,12 @@ import re
 import zipfile
 
 import h5py
+from keras.src.utils.naming import to_snake_case  # how Keras turns a class into a weight-path segment
 
 from kerasbert.fused_layers import FUSED_CLASSES
 
 # Inside a `.keras` archive.
 WEIGHTS_MEMBER = "model.weights.h5"
-
-
-def snake_case(name):
-    """A class name as Keras writes it in a weight path: FusedTransformerEncoder -> fused_transformer_encoder."""
-    return re.sub("([a-z])([A-Z])", r"\1_\2", re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)).lower()
 
 
 def saved_layer_names(path):
@@ -61,7 +57,7 @@ def names_as_saved(path):
     renames the classes for every model."""
     segments = saved_layer_names(path)
     own_names = {base: fused for base, fused in FUSED_CLASSES.items()
-                 if any(re.fullmatch(snake_case(fused.__qualname__) + r"(_\d+)?", segment) for segment in segments)}
+                 if any(re.fullmatch(to_snake_case(fused.__qualname__) + r"(_\d+)?", segment) for segment in segments)}
     for fused in own_names.values():
         fused.__name__ = fused.__qualname__
     try:
