@@ -42,6 +42,7 @@ from kerasbert.compiled_inference import compiles_kernels
 from kerasbert.dropout_masks import fast_dropout_applies, keep_mask_and_scale, zero_dropped
 from kerasbert.kernels import (
     attention,
+    attention_scores,
     attention_written_gradient,
     compiled_biased_gelu,
     gelu_with_erf,
@@ -194,8 +195,7 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
                                                tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0))
         if keep is not None or not dropout.rate:
             return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
-        scores = tf.matmul(query * tf.cast(scale, query.dtype), key, transpose_b=True)  # scaled on the smaller
-        probabilities = softmax_compiled_gradient(scores if additive_mask is None else scores + additive_mask)
+        probabilities = softmax_compiled_gradient(attention_scores(query, key, additive_mask, scale))
         return heads_last(tf.matmul(dropout(probabilities, training=training), value))
 
 

@@ -73,11 +73,27 @@ def softmax_compiled_gradient(scores):
     return probabilities, lambda upstream: softmax_gradient(probabilities, upstream)
 
 
+def attention_scores(query, key, additive_mask, scale):
+    """query key^T scale + additive_mask for [batch, heads, length, size] queries and keys.
+
+    A mask on the keys alone ([batch, 1, 1, keys], padding) rides in the product as one more
+    feature, [query scale, 1] . [key, mask]: oneDNN's BatchMatMul fused with a scale and a mask
+    runs off AMX tiles, its plain one on them (23 against 14 ms for 16 x 12 heads x 512 x 32 in
+    bf16, 2-core Xeon with AMX, 2026-12-06). The scale goes on the queries, the smaller side.
+    """
+    query = query * tf.cast(scale, query.dtype)
+    if additive_mask is not None and additive_mask.shape.rank == 4 and additive_mask.shape[-2] == 1:
+        masks = tf.broadcast_to(tf.transpose(tf.cast(additive_mask, key.dtype), [0, 1, 3, 2]),
+                                tf.concat([tf.shape(key)[:-1], [1]], axis=0))  # [batch, heads, keys, 1]
+        query = tf.concat([query, tf.ones_like(query[..., :1])], axis=-1)
+        key, additive_mask = tf.concat([key, masks], axis=-1), None
+    scores = tf.matmul(query, key, transpose_b=True)
+    return scores if additive_mask is None else scores + additive_mask
+
+
 def attention_probabilities(query, key, additive_mask, scale):
-    """softmax(query key^T scale + additive_mask) for [batch, heads, length, size] queries and
-    keys: a BatchMatMul the remapper fuses with the scale and the mask, oneDNN's softmax."""
-    scores = tf.matmul(query, key, transpose_b=True) * tf.cast(scale, query.dtype)
-    return tf.nn.softmax(scores if additive_mask is None else scores + additive_mask)
+    """softmax(query key^T scale + additive_mask) (`attention_scores`), oneDNN's softmax."""
+    return tf.nn.softmax(attention_scores(query, key, additive_mask, scale))
 
 
 def attention(query, key, value, additive_mask, scale):

@@ -63,6 +63,27 @@ def test_attention_written_gradient_matches_tensorflows_with_masked_keys():
     assert np.abs(actual_gradients[2].numpy()).max() > 1e-3
 
 
+@pytest.mark.parametrize("mask_shape", [(2, 1, 1, 7), (2, 1, 7, 7)])
+def test_attention_matches_the_formula_with_either_kind_of_mask(mask_shape):
+    # A mask on the keys alone travels inside the product as one more feature; a mask per query
+    # and key is added to the scores. Either way: softmax(q k^T scale + mask) v, forward and back.
+    query, key, value = (tf.random.stateless_normal([2, 3, 7, 4], (seed, 2)) for seed in (1, 2, 3))
+    kept = tf.random.stateless_uniform(mask_shape, (4, 5)) >= 0.3
+    additive_mask = tf.where(kept | (tf.range(7) == 0), 0.0, -1e9)  # every query sees the first key
+    scale = 1 / math.sqrt(4)
+
+    def formula(q, k, v):
+        return tf.matmul(tf.nn.softmax(tf.matmul(q, k, transpose_b=True) * scale + additive_mask), v)
+
+    expected, expected_gradients = gradients_of(formula, [query, key, value])
+    actual, actual_gradients = gradients_of(lambda q, k, v: attention(q, k, v, additive_mask, scale),
+                                            [query, key, value])
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(actual_gradients, expected_gradients):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert np.abs(expected - attention(query, key, value, None, scale)).max() > 1e-3  # the mask counts
+
+
 def test_attention_written_gradient_with_dropout_matches_tensorflows():
     batch, heads, length, size = 2, 2, 6, 4
     query, key, value = (tf.random.stateless_normal([batch, heads, length, size], (seed, 1)) for seed in (4, 5, 6))

@@ -150,6 +150,27 @@ def test_fused_adam_update_matches_keras_adamw(traced):
         np.testing.assert_allclose(fused, stock, rtol=0, atol=1e-5)
 
 
+def test_sparse_gradient_update_matches_keras_adamw():
+    # An embedding's gradient: rows of a table, a row more than once. Keras sums it into a dense
+    # gradient; kerasbert keeps it sparse through the clipping and sums it inside the update.
+    rng = np.random.default_rng(1)
+    initial = rng.normal(size=(9, 3)).astype("float32")
+    steps = [tf.IndexedSlices(tf.constant(rng.normal(size=(5, 3)).astype("float32")), tf.constant(rows), tf.constant([9, 3]))
+             for rows in ([0, 2, 2, 7, 0], [1, 1, 1, 4, 8], [3, 2, 2, 0, 6])]
+    results = []
+    for kind in (GradientNormAdamW, keras.optimizers.AdamW):
+        optimizer = kind(learning_rate=WarmupLinearDecay(0.1, 4, warmup_ratio=0.25), weight_decay=0.1, global_clipnorm=0.5)
+        variable = keras.Variable(initial, name="embeddings")
+        optimizer.build([variable])
+        apply = tf.function(lambda grads: optimizer.apply(grads, [variable]))
+        for gradient in steps:
+            apply([gradient])
+        results.append(variable.numpy())
+    fused, stock = results
+    assert np.abs(stock - initial).max() > 0.05
+    np.testing.assert_allclose(fused, stock, rtol=0, atol=1e-5)
+
+
 def test_existing_output_dir_is_refused_and_kept(finished_run, capsys):
     config, _ = finished_run
     before = sorted(os.listdir(config.output_dir))
