@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from kerasbert import kernels
 from kerasbert.kernels import (
     attention,
     attention_written_gradient,
@@ -82,6 +83,29 @@ def test_attention_matches_the_formula_with_either_kind_of_mask(mask_shape):
     for got, want in zip(actual_gradients, expected_gradients):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert np.abs(expected - attention(query, key, value, None, scale)).max() > 1e-3  # the mask counts
+
+
+@pytest.mark.parametrize("slice_bytes, mask_batch", [(1, 5), (3 * 2 * 6 * 6 * 4, 1), (10**9, 5)])
+def test_attention_in_batch_slices_is_attention_of_the_whole_batch(monkeypatch, slice_bytes, mask_batch):
+    # 5 reviews in slices of 1 review, of 2 (the last slice short), or all at once; a mask per review or shared.
+    monkeypatch.setattr(kernels, "SLICE_BYTES", slice_bytes)
+    query, key, value = (tf.random.stateless_normal([5, 3, 6, 4], (seed, 3)) for seed in (1, 2, 3))
+    additive_mask = tf.where(tf.random.stateless_uniform([mask_batch, 1, 1, 6], (4, 6)) < 0.7, 0.0, -1e9)
+    additive_mask = tf.concat([tf.zeros_like(additive_mask[..., :1]), additive_mask[..., 1:]], axis=-1)
+    slices = []
+
+    def attend(q, k, v, m):
+        slices.append(int(tf.shape(q)[0]))
+        return attention_written_gradient(q, k, v, m, 0.5)
+
+    expected, expected_gradients = gradients_of(lambda q, k, v: attend(q, k, v, additive_mask), [query, key, value])
+    actual, actual_gradients = gradients_of(
+        lambda q, k, v: kernels.in_batch_slices(attend, q, k, v, additive_mask), [query, key, value])
+    np.testing.assert_allclose(actual, expected, rtol=1e-6, atol=1e-6)
+    for got, want in zip(actual_gradients, expected_gradients):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    sizes = [size for size in slices[1:] if size]
+    assert sizes == {1: [1] * 5, 3 * 2 * 6 * 6 * 4: [2, 2, 1], 10**9: [5]}[slice_bytes]
 
 
 def test_attention_written_gradient_with_dropout_matches_tensorflows():
