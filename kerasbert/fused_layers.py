@@ -190,15 +190,16 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             blocked = -3e4 if query.dtype == tf.float16 else -1e9
             additive_mask = tf.cast(tf.where(tf.cast(attention_mask, tf.bool)[:, None], 0.0, blocked), query.dtype)
         dropout = self._dropout_layer
-        # In-process computation takes the batch a slice at a time; exported graphs keep it whole.
-        sliced = in_batch_slices if compiles_kernels(training) else lambda attend, *tensors: attend(*tensors)
         if not training:
-            return heads_last(sliced(lambda *qkvm: attention(*qkvm, scale), query, key, value, additive_mask))
+            if not compiles_kernels(training):  # an exported graph: the whole batch at once
+                return heads_last(attention(query, key, value, additive_mask, scale))
+            # In-process inference a slice of the batch at a time: 1.09x predict at 512 tokens, the same at 256;
+            # training gained nothing (its graph already runs independent ops side by side).
+            return heads_last(in_batch_slices(lambda *qkvm: attention(*qkvm, scale), query, key, value, additive_mask))
         keep, kept_scale = keep_mask_and_scale(dropout, training,
                                                tf.concat([tf.shape(query)[:-1], tf.shape(key)[-2:-1]], axis=0))
         if keep is not None or not dropout.rate:
-            return heads_last(sliced(lambda q, k, v, m, kept: attention_written_gradient(q, k, v, m, scale, kept, kept_scale),
-                                     query, key, value, additive_mask, keep))
+            return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
         probabilities = softmax_compiled_gradient(attention_scores(query, key, additive_mask, scale))
         return heads_last(tf.matmul(dropout(probabilities, training=training), value))
 

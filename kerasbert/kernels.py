@@ -102,10 +102,9 @@ def attention(query, key, value, additive_mask, scale):
 
 
 # Attention computed a slice of the batch at a time, each slice's [heads, length, length] tensors about
-# this many bytes: for a batch of 16, forward and back 1.14x faster than the whole batch at 512 tokens
-# (2 reviews a slice) and 1.07x at 256 (8 a slice); forward alone 1.24x for 64 reviews at 512 (2-core
-# Xeon with AMX, 2026-12-06, `benchmarks/attention_parts.md`). More slices than MAX_SLICES cost more
-# than they give (per-op overhead).
+# this many bytes: alone, forward 1.24x faster than the whole batch for 64 reviews at 512 tokens (2 a
+# slice), forward and back 1.14x for 16 (2-core Xeon with AMX, 2026-12-06, `benchmarks/attention_parts.md`);
+# the slices run side by side. More slices than MAX_SLICES cost more than they give (per-op overhead).
 SLICE_BYTES = 12 * 2**20
 MAX_SLICES = 16
 

@@ -16,6 +16,7 @@ from kerasbert.fused_layers import (
     use_fused_layers,
     uses_fused_layers,
 )
+from kerasbert import kernels
 from kerasbert.compiled_inference import CompiledInferenceSteps, compiled_inference, compiles_kernels
 from kerasbert.dropout_masks import keep_mask
 from kerasbert.inference import inference_copy
@@ -23,7 +24,7 @@ from kerasbert.model import TextClassifier, load_classifier, save_classifier
 
 
 @pytest.mark.parametrize("mixed_precision, tolerance", [("off", 1e-5), ("bf16", 0.1)])
-def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mixed_precision, tolerance):
+def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mixed_precision, tolerance, monkeypatch):
     classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=48, precision=mixed_precision,
                                             fused_layers=False)
     preprocessor = classifier.preprocessor
@@ -55,7 +56,9 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     training_graph = tf.function(lambda features: backbone(features, training=True)).get_concrete_function(
         features).graph
     assert xla_calls(training_graph) == 6 * 3
-    # In-process inference (predict, evaluate) takes them too, for the same function.
+    # In-process inference (predict, evaluate) takes them too, for the same function, and computes attention
+    # a slice of the batch at a time (here one review a slice).
+    monkeypatch.setattr(kernels, "SLICE_BYTES", 1)
     with compiled_inference():
         compiled_graph = tf.function(backbone).get_concrete_function(features).graph
         compiled = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
@@ -63,6 +66,8 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     # There query, key and value take their bias after the transpose to heads-first, out of the remapper's
     # reach (oneDNN's MatMul fused with a bias leaves AMX); training and exported graphs keep it beside the MatMul.
     assert [count_ops(g, "BiasAdd") for g in (graph, training_graph, compiled_graph)] == [6 * 4 + 1, 6 + 1, 1]
+    # Queries, keys, values and the mask split by reviews: in-process inference only.
+    assert [count_ops(g, "SplitV") for g in (graph, training_graph, compiled_graph)] == [0, 0, 6 * 4]
     np.testing.assert_allclose(compiled[real_tokens], stock[real_tokens], atol=tolerance)
 
 
