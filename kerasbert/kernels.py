@@ -112,7 +112,10 @@ MAX_SLICES = 16
 def in_batch_slices(attend, query, key, *others):
     """`attend(query, key, *others)` on slices of the batch, concatenated: [batch, heads,
     length, size] queries and keys, `others` (None or [batch or 1, ...]) split alike. Short
-    reviews make one slice; the slices are static in number (MAX_SLICES, the last ones empty)."""
+    reviews make one slice; the slices are static in number (MAX_SLICES, the last ones empty).
+    A CPU's measure: with a GPU or TPU present the batch goes whole."""
+    if tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"):
+        return attend(query, key, *others)
     batch = tf.shape(query)[0]
     row_bytes = tf.shape(query)[1] * tf.shape(query)[2] * tf.shape(key)[2] * query.dtype.size
     rows = tf.maximum(-(-batch // MAX_SLICES), tf.maximum(SLICE_BYTES // row_bytes, 1))

@@ -108,6 +108,17 @@ def test_attention_in_batch_slices_is_attention_of_the_whole_batch(monkeypatch, 
     assert sizes == {1: [1] * 5, 3 * 2 * 6 * 6 * 4: [2, 2, 1], 10**9: [5]}[slice_bytes]
 
 
+def test_attention_takes_the_batch_whole_where_a_gpu_computes(monkeypatch):
+    devices = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"] if kind == "GPU" else devices(kind))
+    monkeypatch.setattr(kernels, "SLICE_BYTES", 1)
+    query = tf.random.stateless_normal([4, 2, 3, 2], (1, 4))
+    slices = []
+    kernels.in_batch_slices(lambda q, k, v: slices.append(int(tf.shape(q)[0])) or attention(q, k, v, None, 1.0),
+                            query, query, query)
+    assert slices == [4]
+
+
 def test_attention_written_gradient_with_dropout_matches_tensorflows():
     batch, heads, length, size = 2, 2, 6, 4
     query, key, value = (tf.random.stateless_normal([batch, heads, length, size], (seed, 1)) for seed in (4, 5, 6))
