@@ -7,12 +7,12 @@ import tensorflow as tf
 from kerasbert.backbone import pooled_output
 from kerasbert.model import TextClassifier, load_classifier, save_classifier
 
-BATCH, LENGTH, HIDDEN, INTERMEDIATE, LAYERS = 3, 10, 8, 16, 2
+BATCH, LENGTH, HIDDEN, INTERMEDIATE, LAYERS, HEADS = 3, 10, 8, 16, 2, 2
 
 
 def tiny_classifier(**options):
     keras.utils.set_random_seed(1)
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=40, num_layers=LAYERS, num_heads=2, hidden_dim=HIDDEN,
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=40, num_layers=LAYERS, num_heads=HEADS, hidden_dim=HIDDEN,
                                              intermediate_dim=INTERMEDIATE, max_sequence_length=16)
     return TextClassifier(backbone, class_names=["neg", "pos"], **options)
 
@@ -62,9 +62,10 @@ def test_trimming_skips_all_of_the_last_layer_but_its_keys_and_values():
         multiply_adds(tiny_classifier(), features)
     tokens, others = BATCH * LENGTH, BATCH * (LENGTH - 1)
     # Untrimmed, the last layer computes its query, attention output and feed-forward at every position and
-    # a LENGTH x LENGTH attention; trimmed, at [CLS] only, and one attention row.
+    # a LENGTH x LENGTH attention; trimmed, at [CLS] only, and one attention row. Each head's scores take one
+    # feature more than its size: the keys' padding mask (`kerasbert.kernels.attention_scores`).
     projections = 2 * HIDDEN * HIDDEN + 2 * HIDDEN * INTERMEDIATE
-    assert saved == others * projections + 2 * (tokens * LENGTH - BATCH * LENGTH) * HIDDEN
+    assert saved == others * projections + (tokens * LENGTH - BATCH * LENGTH) * (2 * HIDDEN + HEADS)
 
 
 def test_every_weight_of_a_trimmed_classifier_learns():
