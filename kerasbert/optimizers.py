@@ -130,18 +130,12 @@ def sparse_adam_in_place(variable, momentum, velocity, values, indices, *setting
     adam_in_place(variable, momentum, velocity, gradient, *settings)
 
 
-def scaled(gradient, scale):
-    """`gradient * scale`, a sparse gradient (an embedding's rows) kept sparse: Keras' multiply
-    would sum it into a dense table first, a pass over the whole token embedding."""
+def on_values(gradient, function):
+    """`function(gradient)`; for a sparse gradient (an embedding's rows), of its rows only, kept sparse:
+    Keras' ops would sum it into a dense table first, a pass over the whole token embedding."""
     if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values * tf.cast(scale, gradient.dtype), gradient.indices, gradient.dense_shape)
-    return gradient * keras.ops.cast(scale, gradient.dtype)
-
-
-def float_gradient(gradient, dtype):
-    if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(tf.cast(gradient.values, dtype), gradient.indices, gradient.dense_shape)
-    return tf.cast(gradient, dtype)
+        return tf.IndexedSlices(function(gradient.values), gradient.indices, gradient.dense_shape)
+    return function(gradient)
 
 
 def adam_in_place(variable, momentum, velocity, gradient, learning_rate, decay, beta_1, beta_2, epsilon, step):
@@ -202,15 +196,15 @@ class GradientNormAdamW(keras.optimizers.AdamW):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        layer_rate = learning_rate * self._layer_scales[index]
         if self.amsgrad:
-            scale = self._layer_scales[index]
-            return super().update_step(gradient, variable, learning_rate * scale if scale != 1.0 else learning_rate)
+            return super().update_step(gradient, variable, layer_rate)
         dtype = variable.dtype
         # Keras decays by the schedule's rate (not the layer's) before Adam's update.
         decay = self.weight_decay * learning_rate if self.weight_decay and self._use_weight_decay(variable) else 0.0
         self._adam_kernels.update(
             variable, self._momentums[index].value, self._velocities[index].value,
-            float_gradient(gradient, dtype), tf.cast(learning_rate * self._layer_scales[index], dtype),
+            on_values(gradient, lambda values: tf.cast(values, dtype)), tf.cast(layer_rate, dtype),
             tf.cast(decay, dtype), tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype),
             tf.cast(self.epsilon, dtype), tf.cast(self.iterations + 1, dtype))
 
@@ -238,4 +232,4 @@ class GradientNormAdamW(keras.optimizers.AdamW):
         norm = self._step_norm
         # As Keras': 1 for a norm below the limit, NaN for a norm that is not finite.
         scale = self.global_clipnorm * keras.ops.minimum(1.0 / norm, 1.0 / self.global_clipnorm) + (norm - norm)
-        return [g if g is None else scaled(g, scale) for g in grads]
+        return [g if g is None else on_values(g, lambda values: values * keras.ops.cast(scale, values.dtype)) for g in grads]
