@@ -7,13 +7,19 @@ training step gives it: 16 x 400 rows).
     python benchmarks/optimizer_step.py
 
 Each optimizer applies 3 warm-up steps, then `--steps` per round; rounds alternate, the
-median round counts.
+median round counts. `--baseline REV` adds kerasbert's AdamW as the commit REV has it
+(its `kerasbert/optimizers.py`), to measure a change side by side:
+
+    python benchmarks/optimizer_step.py --baseline e16c013
 """
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import time
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,44 +32,58 @@ TOKENS = 16 * 400  # rows of the token embedding's gradient in one step
 
 
 def minilm_shapes():
-    shapes = {"token_embedding/embeddings": (30522, 384), "position_embedding/embeddings": (512, 384),
-              "segment_embedding/embeddings": (2, 384)}
-    for layer in range(6):
-        for name, shape in [("query/kernel", (384, 12, 32)), ("key/kernel", (384, 12, 32)),
-                            ("value/kernel", (384, 12, 32)), ("attention_output/kernel", (12, 32, 384)),
-                            ("query/bias", (12, 32)), ("key/bias", (12, 32)), ("value/bias", (12, 32)),
-                            ("attention_output/bias", (384,)), ("intermediate/kernel", (384, 1536)),
-                            ("intermediate/bias", (1536,)), ("output/kernel", (1536, 384)), ("output/bias", (384,)),
-                            ("attention_norm/gamma", (384,)), ("attention_norm/beta", (384,)),
-                            ("output_norm/gamma", (384,)), ("output_norm/beta", (384,))]:
-            shapes[f"transformer_layer_{layer}/{name}"] = shape
-    return shapes
+    """The paths and shapes of the trainable variables of the classifier `train.py` fine-tunes
+    (all-MiniLM-L6-v2 from the offline preset), the token embedding first."""
+    from kerasbert.model import TextClassifier
+
+    classifier = TextClassifier.from_preset("all_minilm_l6_v2_offline", num_classes=2)
+    shapes = {variable.path: tuple(variable.shape) for variable in classifier.trainable_variables}
+    token_embedding = next(path for path in shapes if "token_embedding" in path)
+    return {token_embedding: shapes.pop(token_embedding), **shapes}
 
 
-def optimizer_step(optimizer):
-    """A traced step applying fixed gradients with `optimizer` to fresh MiniLM-shaped variables."""
+def optimizer_step(optimizer, shapes):
+    """A traced step applying fixed gradients with `optimizer` to fresh variables of `shapes`, the first
+    one's gradient sparse (the token embedding's rows)."""
     variables = [keras.Variable(tf.random.stateless_normal(shape, (1, 2)) * 0.02, name=path.replace("/", "_"))
-                 for path, shape in minilm_shapes().items()]
+                 for path, shape in shapes.items()]
     gradients = [tf.random.stateless_normal(v.shape, (3, index)) * 1e-3 for index, v in enumerate(variables)]
-    rows = tf.random.stateless_uniform([TOKENS], (5, 6), 0, 30522, tf.int32)
-    gradients[0] = tf.IndexedSlices(tf.random.stateless_normal([TOKENS, 384], (7, 8)) * 1e-3, rows,
-                                    tf.constant([30522, 384]))
+    vocabulary, hidden = variables[0].shape
+    rows = tf.random.stateless_uniform([TOKENS], (5, 6), 0, vocabulary, tf.int32)
+    gradients[0] = tf.IndexedSlices(tf.random.stateless_normal([TOKENS, hidden], (7, 8)) * 1e-3, rows,
+                                    tf.constant([vocabulary, hidden]))
     optimizer.build(variables)
     return tf.function(lambda: optimizer.apply(gradients, variables)), variables
+
+
+def optimizers_at(revision):
+    """`kerasbert.optimizers` as commit `revision` has it, a separate module (its classes not
+    registered with Keras, where they would replace today's)."""
+    source = subprocess.run(["git", "show", f"{revision}:kerasbert/optimizers.py"], capture_output=True, text=True,
+                            check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+    module = types.ModuleType(f"optimizers_{revision}")
+    exec(compile(re.sub(r"^@keras\.saving\.register_keras_serializable.*$", "", source, flags=re.M),
+                 f"{revision}:kerasbert/optimizers.py", "exec"), module.__dict__)
+    return module
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--baseline", help="a commit whose kerasbert AdamW to time beside today's")
     parser.add_argument("--results", default="benchmarks/optimizer_step.md")
     args = parser.parse_args()
     kerasbert_adamw = adamw_with_warmup(5e-5, total_steps=10_000)
     keras_adamw = keras.optimizers.AdamW(learning_rate=WarmupLinearDecay(5e-5, 10_000), weight_decay=0.01,
                                          global_clipnorm=1.0)
     keras_adamw.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    steps = {"kerasbert.adamw_with_warmup": optimizer_step(kerasbert_adamw),
-             "keras.optimizers.AdamW": optimizer_step(keras_adamw)}
+    shapes = minilm_shapes()
+    steps = {"kerasbert.adamw_with_warmup": optimizer_step(kerasbert_adamw, shapes),
+             "keras.optimizers.AdamW": optimizer_step(keras_adamw, shapes)}
+    if args.baseline:
+        baseline = optimizers_at(args.baseline).adamw_with_warmup(5e-5, total_steps=10_000)
+        steps[f"kerasbert.adamw_with_warmup at {args.baseline}"] = optimizer_step(baseline, shapes)
     times = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, (step, variables) in steps.items():
@@ -81,11 +101,13 @@ def main():
     append_results(args.results, [
         results_heading(),
         f"One AdamW step (clipping at global norm 1.0, weight decay 0.01 but on LayerNorm and biases) for "
-        f"MiniLM's variables, the token embedding's gradient {TOKENS} sparse rows; median of {args.rounds} "
+        f"the {len(shapes)} trainable variables of the MiniLM classifier, the token embedding's gradient "
+        f"{TOKENS} sparse rows; median of {args.rounds} "
         f"alternating rounds of {args.steps} steps.", "",
         "| optimizer | ms per step |", "|---|---|",
         *(f"| {name} | {seconds * 1000:.1f} |" for name, seconds in median.items()),
-        "", f"kerasbert's against Keras': {median['keras.optimizers.AdamW'] / median['kerasbert.adamw_with_warmup']:.2f}x."])
+        "", *(f"kerasbert's against {name}: {seconds / median['kerasbert.adamw_with_warmup']:.2f}x."
+              for name, seconds in median.items() if name != "kerasbert.adamw_with_warmup")])
 
 
 if __name__ == "__main__":

@@ -126,8 +126,15 @@ class AdamKernels:
 
 
 def sparse_adam_in_place(variable, momentum, velocity, values, indices, *settings):
-    gradient = tf.math.unsorted_segment_sum(values, indices, tf.shape(variable)[0])
+    gradient = tf.math.unsorted_segment_sum(tf.cast(values, variable.dtype), indices, tf.shape(variable)[0])
     adam_in_place(variable, momentum, velocity, gradient, *settings)
+
+
+@tf.function(jit_compile=True)
+def sum_of_squares(*tensors):
+    """The sum of the squares of every element of `tensors`, in float32, as one XLA kernel: one read of
+    each gradient, where TensorFlow's ops write each one's squares and read them back."""
+    return tf.add_n([tf.reduce_sum(tf.square(tf.cast(tensor, tf.float32))) for tensor in tensors])
 
 
 def on_values(gradient, function):
@@ -138,7 +145,9 @@ def on_values(gradient, function):
     return function(gradient)
 
 
-def adam_in_place(variable, momentum, velocity, gradient, learning_rate, decay, beta_1, beta_2, epsilon, step):
+def adam_in_place(variable, momentum, velocity, gradient, learning_rate, decay, beta_1, beta_2, epsilon, step,
+                  gradient_scale):
+    gradient = tf.cast(gradient, variable.dtype) * gradient_scale
     momentum.assign_add((gradient - momentum) * (1 - beta_1))
     velocity.assign_add((tf.square(gradient) - velocity) * (1 - beta_2))
     rate = learning_rate * tf.sqrt(1 - beta_2**step) / (1 - beta_1**step)
@@ -152,8 +161,9 @@ class GradientNormAdamW(keras.optimizers.AdamW):
     Under a loss-scaling wrapper it sees the unscaled gradients; under a
     multi-replica strategy, the first replica's gradients (Keras clips per replica too).
     Each variable's update, Keras' decoupled weight decay and then Adam's step, is
-    one pass over it (`AdamKernels`), and an embedding's sparse gradient stays sparse
-    through the clipping into that pass (Keras' multiply makes it a dense table).
+    one pass over it (`AdamKernels`) that also clips its gradient (on one replica), and
+    an embedding's sparse gradient stays sparse into that pass (Keras' clipping makes
+    it a dense table).
 
     `layer_decay` below 1 gives each layer of a BERT its own learning rate (Sun et al.
     2019, "How to Fine-Tune BERT for Text Classification?"): the variables above the
@@ -173,6 +183,7 @@ class GradientNormAdamW(keras.optimizers.AdamW):
         super().__init__(*args, **kwargs)
         self.layer_decay = layer_decay
         self._step_norm = None  # the global norm of the gradients `apply` is applying
+        self._clip_scale = None  # the clipping's factor on them, applied in the Adam kernels
         self.exclude_from_weight_decay(var_names=NO_DECAY_PATTERN)
 
     def build(self, variables):
@@ -202,34 +213,39 @@ class GradientNormAdamW(keras.optimizers.AdamW):
         dtype = variable.dtype
         # Keras decays by the schedule's rate (not the layer's) before Adam's update.
         decay = self.weight_decay * learning_rate if self.weight_decay and self._use_weight_decay(variable) else 0.0
+        scale = 1.0 if self._clip_scale is None else self._clip_scale
         self._adam_kernels.update(
-            variable, self._momentums[index].value, self._velocities[index].value,
-            on_values(gradient, lambda values: tf.cast(values, dtype)), tf.cast(layer_rate, dtype),
-            tf.cast(decay, dtype), tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype),
-            tf.cast(self.epsilon, dtype), tf.cast(self.iterations + 1, dtype))
+            variable, self._momentums[index].value, self._velocities[index].value, gradient,
+            *(tf.cast(setting, dtype) for setting in (layer_rate, decay, self.beta_1, self.beta_2, self.epsilon,
+                                                       self.iterations + 1, scale)))
 
     def get_config(self):
         return {**super().get_config(), "layer_decay": self.layer_decay}
 
     def apply(self, grads, trainable_variables=None):
-        squares = [keras.ops.sum(keras.ops.square(keras.ops.cast(g, "float32"))) for g in grads if g is not None]
-        norm = keras.ops.sqrt(keras.ops.sum(keras.ops.stack(squares))) if squares else None
+        present = [g.values if isinstance(g, tf.IndexedSlices) else g for g in grads if g is not None]
+        norm = tf.sqrt(sum_of_squares(*present)) if present else None
         self._step_norm = norm
         try:
             result = super().apply(grads, trainable_variables)  # builds the optimizer on first use
         finally:
-            self._step_norm = None  # a tensor of this trace: no later call may clip with it
-        if squares:
+            self._step_norm = self._clip_scale = None  # tensors of this trace: no later call may use them
+        if present:
             self.gradient_norm.assign(norm)
         return result
 
     def _clip_gradients(self, grads):
-        """Keras' clipping by the global norm, with the norm `apply` measured: Keras' own would
-        take a second pass over every gradient (about 1% of a step for MiniLM)."""
+        """Keras' clipping by the global norm, with the norm `apply` measured (Keras' own would take
+        a second pass over every gradient), applied inside each variable's Adam kernel on a single
+        replica. With the norm as one kernel, an AdamW step for MiniLM's variables takes 58.8 against
+        71.4 ms (2-core Xeon with AMX, 2026-12-06, `benchmarks/optimizer_step.md`)."""
         if (self.gradient_accumulation_steps or self.loss_scale_factor or self.clipnorm or not self.global_clipnorm
                 or self._step_norm is None):  # Keras clips other gradients than `apply` measured, or not by the norm
             return super()._clip_gradients(grads)
         norm = self._step_norm
         # As Keras': 1 for a norm below the limit, NaN for a norm that is not finite.
         scale = self.global_clipnorm * keras.ops.minimum(1.0 / norm, 1.0 / self.global_clipnorm) + (norm - norm)
+        if not self.amsgrad and self._distribution_strategy.num_replicas_in_sync == 1:
+            self._clip_scale = scale  # with replicas, each clips its own gradients before they are summed: not here
+            return grads
         return [g if g is None else on_values(g, lambda values: values * keras.ops.cast(scale, values.dtype)) for g in grads]
