@@ -174,6 +174,19 @@ def test_every_artifact_predicts_like_the_keras_model(run_dir, exported, artifac
     np.testing.assert_allclose([row["probability"] for row in rows], expected.max(1), atol=tolerance)
 
 
+def test_token_tflite_takes_any_width_up_to_the_sequence_length(exported):
+    model = tflite.TFLiteClassifier(os.path.join(exported, "kerasbert", "tflite", "1", "float32.tflite"))
+    features = {name: value.numpy() for name, value in model.preprocessor(REVIEWS).items()}
+    longest = int(features["padding_mask"].sum(1).max())
+    assert longest < features["token_ids"].shape[1], "the reviews must leave padding to trim"
+    full = model.run(features)
+    trimmed = model.run({name: value[:, :longest] for name, value in features.items()})
+    one = model.run({name: value[3:, :int(features["padding_mask"][3].sum())] for name, value in features.items()})
+    assert model.shape == (1, int(features["padding_mask"][3].sum()))
+    np.testing.assert_allclose(trimmed, full, atol=1e-5)
+    np.testing.assert_allclose(one, full[3:], atol=1e-5)
+
+
 def test_predict_cli_streams_files_to_jsonl(run_dir, exported, tmp_path, capsys):
     model = os.path.join(exported, "kerasbert", "tflite", "1", "dynamic-int8.tflite")
     inputs = {"reviews.txt": "\n".join(REVIEWS) + "\n",

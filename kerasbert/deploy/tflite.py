@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasbert import files
-from kerasbert.data import TOKEN_INPUTS
+from kerasbert.data import TOKEN_INPUTS, trim_padding
 from kerasbert.disk import writing
 from kerasbert.files import publish_directory, staging_directory
 from kerasbert.inference import token_model, token_probabilities
@@ -29,9 +29,10 @@ def tflite_model(classifier, quantization, with_tokenizer=False):
     """TFLite bytes of the classifier, on token ids or (`with_tokenizer`) on one raw string.
 
     Token-id model: `token_ids`, `segment_ids`, `padding_mask` (int32,
-    [batch, sequence_length]) -> `probabilities`. Strings-in model: `text`
-    (string, [1]) -> `probabilities`, tokenized inside by tf-text's
-    `FastBertTokenizer` (a TFLite custom op; see `text_tokenizer`).
+    [batch, width], any width up to sequence_length: resize the inputs to a
+    batch's longest) -> `probabilities`. Strings-in model: `text` (string, [1])
+    -> `probabilities`, tokenized inside by tf-text's `FastBertTokenizer` (a
+    TFLite custom op; see `TextTokenizer`), computed at the review's own length.
 
     Converted from a SavedModel written by `keras.export.ExportArchive`:
     converting a plain `tf.Module` save can silently lose the weights, which
@@ -41,7 +42,6 @@ def tflite_model(classifier, quantization, with_tokenizer=False):
 
     model = token_model(classifier)
     preprocessor = classifier.preprocessor
-    length = preprocessor.sequence_length
 
     def probabilities(token_ids, segment_ids, padding_mask):
         return {"probabilities": token_probabilities(model, token_ids, segment_ids, padding_mask)}
@@ -58,7 +58,7 @@ def tflite_model(classifier, quantization, with_tokenizer=False):
         archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([1], tf.string, name="text")])
     else:
         archive.add_endpoint("serve", probabilities, input_signature=[
-            tf.TensorSpec([None, length], tf.int32, name=name) for name in TOKEN_INPUTS])
+            tf.TensorSpec([None, None], tf.int32, name=name) for name in TOKEN_INPUTS])
     with tempfile.TemporaryDirectory() as saved:
         archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["serve"])
@@ -77,7 +77,8 @@ class TextTokenizer(tf.Module):
     tf-text's `FastBertTokenizer` (lowercase, NFD, accents stripped, as the
     Hugging Face uncased tokenizer) on the preprocessor's vocabulary, then the
     preprocessor's truncation (head / tail / head+tail) and [CLS] ... [SEP]
-    [PAD]... packing with slicing and padding ops only.
+    packing with slicing ops only: [1, the review's own length], no padding
+    (a short review costs what it is, not sequence_length tokens).
     """
 
     def __init__(self, preprocessor):
@@ -99,11 +100,8 @@ class TextTokenizer(tf.Module):
         count = tf.size(ids)
         tail_start = tf.maximum(count - (budget - self.head), tf.minimum(count, self.head))
         kept = tf.concat([ids[:self.head], ids[tail_start:]], axis=0)[:budget]
-        kept = tf.concat([[self.cls], kept, [self.sep]], axis=0)
-        used = tf.size(kept)
-        token_ids = tf.pad(kept, [[0, self.length - used]])[None, :]
-        padding_mask = tf.pad(tf.ones([used], tf.int32), [[0, self.length - used]])[None, :]
-        return token_ids, tf.zeros_like(token_ids), padding_mask
+        token_ids = tf.concat([[self.cls], kept, [self.sep]], axis=0)[None, :]
+        return token_ids, tf.zeros_like(token_ids), tf.ones_like(token_ids)
 
 
 class TFLiteClassifier:
@@ -132,7 +130,7 @@ class TFLiteClassifier:
         self.inputs = {name: detail["index"] for name, detail in runner.get_input_details().items()}
         self.output = runner.get_output_details()["probabilities"]["index"]
         self.takes_text = "text" in self.inputs
-        self.batch_size = None
+        self.shape = None
         if not self.takes_text:
             self.preprocessor = preprocessor_from_vocabulary(
                 os.path.join(folder, TFLITE_VOCABULARY), settings["sequence_length"], settings["truncation"],
@@ -140,14 +138,14 @@ class TFLiteClassifier:
 
     def run(self, inputs):
         # Resizing re-plans the whole graph (and its XNNPACK delegate): do it
-        # only when the batch size changes, not on every call as
+        # only when the inputs' shape changes, not on every call as
         # SignatureRunner does.
-        batch_size = len(next(iter(inputs.values())))
-        if batch_size != self.batch_size:
+        shape = next(iter(inputs.values())).shape
+        if shape != self.shape:
             for name, value in inputs.items():
                 self.interpreter.resize_tensor_input(self.inputs[name], value.shape)
             self.interpreter.allocate_tensors()
-            self.batch_size = batch_size
+            self.shape = shape
         for name, value in inputs.items():
             self.interpreter.set_tensor(self.inputs[name], value)
         self.interpreter.invoke()
@@ -156,7 +154,7 @@ class TFLiteClassifier:
     def predict_probabilities(self, texts):
         if self.takes_text:
             return np.concatenate([self.run({"text": np.array([text], dtype=object)}) for text in texts])
-        return self.run({name: value.numpy() for name, value in self.preprocessor(list(texts)).items()})
+        return self.run({name: value.numpy() for name, value in trim_padding(self.preprocessor(list(texts))).items()})
 
 
 def settings_path(model_path):
@@ -218,6 +216,7 @@ def tokenizer_mismatches(preprocessor, texts):
         batch = list(texts[start:start + 256])
         expected = keras_side(tf.constant(batch))["token_ids"].numpy()
         for offset, text in enumerate(batch):
-            if not np.array_equal(tflite_side(tf.constant([text]))[0].numpy()[0], expected[offset]):
+            packed = tflite_side(tf.constant([text]))[0].numpy()[0]
+            if not (np.array_equal(packed, expected[offset][:len(packed)]) and not expected[offset][len(packed):].any()):
                 mismatches.append(start + offset)
     return mismatches
