@@ -54,7 +54,8 @@ def main():
     parser.add_argument("--latency-reviews", type=int, default=100)
     parser.add_argument("--results", default="benchmarks/artifacts.md")
     args = parser.parse_args()
-    texts, labels = parity_examples(resolved(args.run), args.examples)
+    class_names = load_predictor(os.path.join(args.run, "model.keras")).class_names
+    texts, labels = parity_examples(resolved(args.run), args.examples, class_names)
     tflite = os.path.join(args.export, "tflite", args.version)
     artifacts = [("Keras .keras (as trained)", os.path.join(args.run, "model.keras")),
                  ("SavedModel (TF Serving)", os.path.join(args.export, args.version))]
