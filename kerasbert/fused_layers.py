@@ -2,24 +2,17 @@
 LayerNormalization and KerasHub's TransformerEncoder whose TensorFlow graphs are
 cheaper on a CPU.
 
-Keras 3 computes a Dense layer on a [batch, length, features] input as
-`tensordot` (reshape, MatMul, reshape) followed by a separate bias `Add` and
-activation, and attention as `einsum`s with a `SelectV2` mask over the whole
-[batch, heads, length, length] score tensor; none of that fuses, and on a CPU a
-third of BERT's time went to element-wise kernels (`benchmarks/profile.md`).
-The subclasses compute the same functions as 2-D `MatMul` + `BiasAdd` (+ GELU),
-which Grappler's oneDNN remapper turns into one `_FusedMatMul`, and attention as
-`BatchMatMul` with an additive mask. Dropout draws 16 random bits per element
-where TensorFlow draws a 32-bit word. With the matrix multiplies on AMX tiles,
-what remained was element-wise, each op a pass over memory (57% of a bf16
-training step's op time at 512 tokens on a Xeon with AMX), so training computes
-the bias and GELU, each block's end (output bias, dropout, residual, LayerNorm),
-their gradients and the softmax's as XLA kernels; the MatMuls before them run
-without a fused bias, on AMX. In-process `predict` and `evaluate` take the same
-kernels (`kerasbert.compiled_inference`); other inference graphs keep the plain
-ops, which the remapper fuses, so exported models hold no XLA. Weights, configs and saved
-files are unchanged: `use_fused_layers` only rebinds the classes of a built
-model's layers, so a model is fused again after it is loaded.
+Keras 3 computes a Dense layer on a [batch, length, features] input as `tensordot`
+(reshape, MatMul, reshape), a separate bias `Add` and activation, and attention as
+`einsum`s with a `SelectV2` mask over every score; none of that fuses. The subclasses
+compute the same functions as 2-D `MatMul` + `BiasAdd` (+ GELU), which Grappler's oneDNN
+remapper fuses, and attention as `BatchMatMul` with an additive mask; dropout draws 16
+random bits per element. Training, in-process `predict` and `evaluate`
+(`kerasbert.compiled_inference`) compute the bias and GELU, each block's end (output
+bias, dropout, residual, LayerNorm) and gradients as XLA kernels, the MatMuls before them
+without a fused bias, on AMX tiles where the CPU has them; exported graphs keep the plain
+ops. Weights, configs and saved files are unchanged: `use_fused_layers` only rebinds the
+classes of a built model's layers, so a model is fused again after it is loaded.
 
 Example:
 
@@ -46,8 +39,11 @@ from kerasbert.kernels import (
     attention_written_gradient,
     compiled_biased_gelu,
     gelu_with_erf,
+    heads_last,
     in_batch_slices,
     normalized,
+    prepared_attention,
+    prepared_attention_inputs,
     residual_normalized,
     softmax_compiled_gradient,
 )
@@ -145,18 +141,29 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         attention_mask = self._compute_attention_mask(inputs, inputs, attention_mask=attention_mask)
         projections = (self._query_dense, self._key_dense, self._value_dense)
         kernel = tf.concat([tf.cast(layer.kernel, inputs.dtype) for layer in projections], axis=1)
+        if compiles_kernels(training) and not training and (
+                attention_mask is None or (attention_mask.shape.rank == 3 and attention_mask.shape[1] == 1)):
+            return self._attend_prepared(inputs, kernel, attention_mask, projections)
         bias = tf.concat([tf.cast(layer.bias, inputs.dtype) for layer in projections], axis=0)
-        # In-process inference adds the bias after the transpose, out of the remapper's reach: oneDNN runs a MatMul
-        # fused with its bias off AMX tiles (1.05x faster at 256 and 512 tokens; training was 0.97x, and exported
-        # graphs keep the fused bias, which TFLite's fully-connected op takes in).
-        bias_after = compiles_kernels(training) and not training
-        projected = flat_product(inputs, kernel, 1) if bias_after else project(inputs, kernel, bias, None, contracted=1)
+        projected = project(inputs, kernel, bias, None, contracted=1)
         shape = [tf.shape(inputs)[0], tf.shape(inputs)[1], 3, self._num_heads, self._key_dim]
         heads_first = tf.transpose(tf.reshape(projected, shape), [2, 0, 3, 1, 4])  # [3, batch, heads, length, size]
-        if bias_after:
-            heads_first += tf.reshape(bias, [3, 1, self._num_heads, 1, self._key_dim])
         query, key, value = tf.unstack(heads_first)
         return self._attend(query, key, value, attention_mask, training)
+
+    def _attend_prepared(self, inputs, kernel, attention_mask, projections):
+        """In-process inference with a [batch, 1, keys] padding mask (or None): the projections' MatMul
+        without its bias (oneDNN runs one fused with its bias off AMX tiles), then the bias, the scale and
+        the mask put into heads-first queries and keys by one XLA kernel, and attention a slice of the batch
+        at a time (exported graphs keep the fused bias, which TFLite's fully-connected op takes in)."""
+        shape = [tf.shape(inputs)[0], tf.shape(inputs)[1], 3, self._num_heads, self._key_dim]
+        bias = tf.concat([tf.cast(layer.bias, tf.float32) for layer in projections], axis=0)
+        blocked = -3e4 if inputs.dtype == tf.float16 else -1e9
+        key_mask = (tf.zeros(shape[:2]) if attention_mask is None
+                    else tf.where(tf.cast(attention_mask[:, 0], tf.bool), 0.0, blocked))
+        prepared = prepared_attention_inputs(tf.reshape(flat_product(inputs, kernel, 1), shape),
+                                             tf.reshape(bias, shape[2:]), key_mask, float(self._inverse_sqrt_key_dim))
+        return heads_last(in_batch_slices(prepared_attention, *prepared))
 
     def _projects_self_attention_at_once(self, query, value, key, query_mask, value_mask, key_mask,
                                          return_attention_scores, use_causal_mask):
@@ -202,11 +209,6 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
         probabilities = softmax_compiled_gradient(attention_scores(query, key, additive_mask, scale))
         return heads_last(tf.matmul(dropout(probabilities, training=training), value))
-
-
-def heads_last(outputs):
-    """[batch, heads, length, size] as [batch, length, heads, size]."""
-    return tf.transpose(outputs, [0, 2, 1, 3])
 
 
 class FusedLayerNormalization(keras.layers.LayerNormalization):

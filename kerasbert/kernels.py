@@ -92,6 +92,25 @@ def attention_scores(query, key, additive_mask, scale):
     return scores if additive_mask is None else scores + additive_mask
 
 
+@tf.function(jit_compile=True)
+def prepared_attention_inputs(projected, bias, key_mask, scale):
+    """For in-process inference: self-attention's [batch, length, 3, heads, size] projections (without
+    their bias), the bias (float32, [3, heads, size]) and an additive [batch, length] key mask, as
+    heads-first [query scale, 1], [key, mask] and value (`attention_scores`' product) in one XLA kernel:
+    one pass where the bias, the transpose, the scale and the two concatenations took one each."""
+    heads_first = tf.transpose(tf.cast(projected, tf.float32) + bias, [2, 0, 3, 1, 4])
+    query, key, value = heads_first[0], heads_first[1], heads_first[2]
+    query = tf.concat([query * scale, tf.ones_like(query[..., :1])], axis=-1)
+    key = tf.concat([key, tf.broadcast_to(key_mask[:, None, :, None], tf.shape(key[..., :1]))], axis=-1)
+    return tuple(tf.cast(x, projected.dtype) for x in (query, key, value))
+
+
+def prepared_attention(query, key, value):
+    """softmax(query key^T) value for queries and keys that carry the scale and the mask
+    (`prepared_attention_inputs`)."""
+    return tf.matmul(tf.nn.softmax(tf.matmul(query, key, transpose_b=True)), value)
+
+
 def attention_probabilities(query, key, additive_mask, scale):
     """softmax(query key^T scale + additive_mask) (`attention_scores`), oneDNN's softmax."""
     return tf.nn.softmax(attention_scores(query, key, additive_mask, scale))
@@ -100,6 +119,11 @@ def attention_probabilities(query, key, additive_mask, scale):
 def attention(query, key, value, additive_mask, scale):
     """Scaled dot-product attention over [batch, heads, length, size] queries, keys and values."""
     return tf.matmul(attention_probabilities(query, key, additive_mask, scale), value)
+
+
+def heads_last(outputs):
+    """[batch, heads, length, size] as [batch, length, heads, size]."""
+    return tf.transpose(outputs, [0, 2, 1, 3])
 
 
 # Attention computed a slice of the batch at a time, each slice's [heads, length, length] tensors about

@@ -62,12 +62,13 @@ def test_fused_backbone_computes_the_same_function_with_padding(preset_path, mix
     with compiled_inference():
         compiled_graph = tf.function(backbone).get_concrete_function(features).graph
         compiled = keras.ops.convert_to_numpy(backbone(features)["sequence_output"]).astype("float32")
-    assert xla_calls(compiled_graph) == 6 * 3
-    # There query, key and value take their bias after the transpose to heads-first, out of the remapper's
-    # reach (oneDNN's MatMul fused with a bias leaves AMX); training and exported graphs keep it beside the MatMul.
+    # and one more per layer: query, key and value take their bias, the scale and the padding mask in the
+    # transpose to heads-first, out of the remapper's reach (oneDNN's MatMul fused with a bias leaves AMX);
+    # training and exported graphs keep the bias beside the MatMul.
+    assert xla_calls(compiled_graph) == 6 * 4
     assert [count_ops(g, "BiasAdd") for g in (graph, training_graph, compiled_graph)] == [6 * 4 + 1, 6 + 1, 1]
-    # Queries, keys, values and the mask split by reviews: in-process inference only.
-    assert [count_ops(g, "SplitV") for g in (graph, training_graph, compiled_graph)] == [0, 0, 6 * 4]
+    # Queries (with the scale), keys (with the mask) and values split by reviews: in-process inference only.
+    assert [count_ops(g, "SplitV") for g in (graph, training_graph, compiled_graph)] == [0, 0, 6 * 3]
     np.testing.assert_allclose(compiled[real_tokens], stock[real_tokens], atol=tolerance)
 
 
