@@ -158,9 +158,7 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         at a time (exported graphs keep the fused bias, which TFLite's fully-connected op takes in)."""
         shape = [tf.shape(inputs)[0], tf.shape(inputs)[1], 3, self._num_heads, self._key_dim]
         bias = tf.concat([tf.cast(layer.bias, tf.float32) for layer in projections], axis=0)
-        blocked = -3e4 if inputs.dtype == tf.float16 else -1e9
-        key_mask = (tf.zeros(shape[:2]) if attention_mask is None
-                    else tf.where(tf.cast(attention_mask[:, 0], tf.bool), 0.0, blocked))
+        key_mask = tf.zeros(shape[:2]) if attention_mask is None else additive_mask_of(attention_mask[:, 0], inputs.dtype)
         prepared = prepared_attention_inputs(tf.reshape(flat_product(inputs, kernel, 1), shape),
                                              tf.reshape(bias, shape[2:]), key_mask, float(self._inverse_sqrt_key_dim))
         return heads_last(in_batch_slices(prepared_attention, *prepared))
@@ -191,11 +189,8 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
         """Attention over [batch, heads, length, size] queries, keys and values, returned
         as [batch, length, heads, size]."""
         scale = float(self._inverse_sqrt_key_dim)
-        additive_mask = None
-        if attention_mask is not None:
-            # [batch, 1, query, key], broadcast over the heads; -3e4 fits float16.
-            blocked = -3e4 if query.dtype == tf.float16 else -1e9
-            additive_mask = tf.cast(tf.where(tf.cast(attention_mask, tf.bool)[:, None], 0.0, blocked), query.dtype)
+        # [batch, 1, query, key], broadcast over the heads.
+        additive_mask = None if attention_mask is None else additive_mask_of(attention_mask[:, None], query.dtype)
         dropout = self._dropout_layer
         if not training:
             if not compiles_kernels(training):  # an exported graph: the whole batch at once
@@ -209,6 +204,12 @@ class FusedMultiHeadAttention(keras.layers.MultiHeadAttention):
             return heads_last(attention_written_gradient(query, key, value, additive_mask, scale, keep, kept_scale))
         probabilities = softmax_compiled_gradient(attention_scores(query, key, additive_mask, scale))
         return heads_last(tf.matmul(dropout(probabilities, training=training), value))
+
+
+def additive_mask_of(attention_mask, dtype):
+    """`attention_mask` as `dtype` to add to scores: 0 where it keeps, -1e9 where it blocks (-3e4 in float16)."""
+    blocked = -3e4 if dtype == tf.float16 else -1e9
+    return tf.cast(tf.where(tf.cast(attention_mask, tf.bool), 0.0, blocked), dtype)
 
 
 class FusedLayerNormalization(keras.layers.LayerNormalization):

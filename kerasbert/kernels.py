@@ -95,13 +95,15 @@ def attention_scores(query, key, additive_mask, scale):
 @tf.function(jit_compile=True)
 def prepared_attention_inputs(projected, bias, key_mask, scale):
     """For in-process inference: self-attention's [batch, length, 3, heads, size] projections (without
-    their bias), the bias (float32, [3, heads, size]) and an additive [batch, length] key mask, as
-    heads-first [query scale, 1], [key, mask] and value (`attention_scores`' product) in one XLA kernel:
-    one pass where the bias, the transpose, the scale and the two concatenations took one each."""
+    their bias), the bias (float32, [3, heads, size]) and an additive [batch, length] key mask
+    (`fused_layers.additive_mask_of`), as heads-first [query scale, 1], [key, mask] and value
+    (`attention_scores`' product) in one XLA kernel: one pass where the bias, the transpose, the scale
+    and the two concatenations took one each."""
     heads_first = tf.transpose(tf.cast(projected, tf.float32) + bias, [2, 0, 3, 1, 4])
     query, key, value = heads_first[0], heads_first[1], heads_first[2]
     query = tf.concat([query * scale, tf.ones_like(query[..., :1])], axis=-1)
-    key = tf.concat([key, tf.broadcast_to(key_mask[:, None, :, None], tf.shape(key[..., :1]))], axis=-1)
+    key_mask = tf.cast(key_mask, tf.float32)[:, None, :, None]
+    key = tf.concat([key, tf.broadcast_to(key_mask, tf.shape(key[..., :1]))], axis=-1)
     return tuple(tf.cast(x, projected.dtype) for x in (query, key, value))
 
 
