@@ -21,6 +21,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import kerasbert  # noqa: E402,F401  (before TensorFlow, as in a user's run: it may turn on oneDNN)
 import tensorflow as tf  # noqa: E402
 
 from kerasbert.kernels import (  # noqa: E402

@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 
+import kerasbert  # noqa: F401  (before TensorFlow: it may turn on oneDNN, as in a user's run)
 import tensorflow as tf
 
 from kerasbert.hardware import detect_hardware

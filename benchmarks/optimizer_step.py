@@ -23,6 +23,7 @@ import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import kerasbert  # noqa: E402,F401  (before TensorFlow, as in a user's run: it may turn on oneDNN)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

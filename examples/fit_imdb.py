@@ -8,9 +8,9 @@ Reads tfds `imdb_reviews` from $TFDS_DATA_DIR (`make` points it at ../shared/dat
 
 import sys
 
-import keras
+import kerasbert.deploy  # before Keras: on AVX2 CPUs it turns on TensorFlow's oneDNN kernels
 
-import kerasbert.deploy
+import keras
 
 reviews, output = (int(sys.argv[1]), sys.argv[2]) if len(sys.argv) > 2 else (0, "runs/fit_imdb")
 train, validation = kerasbert.read_tfds("imdb_reviews")[0].sample(reviews, seed=42).split(0.1, seed=42)

@@ -16,6 +16,10 @@ On a CPU whose oneDNN is capped below its bf16 instructions
 (`ONEDNN_MAX_CPU_ISA=AVX2`, say), the cap wins: the matrix multiplies
 could not use them.
 
+On x86 CPUs TensorFlow computes with oneDNN's kernels, which kerasbert turns on
+where TensorFlow would not (CPUs without AVX-512 VNNI) when it is imported before
+TensorFlow; `Hardware.onednn_advice` says when a process runs without them.
+
 Example:
 
 >>> cpu = Hardware(cpu_model="AMD EPYC", cpu_flags=("avx2", "fma"), cores=2)
@@ -28,6 +32,7 @@ Example:
 import dataclasses
 import os
 import platform
+import warnings
 
 DTYPE_POLICIES = {"off": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 PRECISIONS = ("auto", *DTYPE_POLICIES)
@@ -56,6 +61,7 @@ class Hardware:
     gpus: tuple = ()  # of Gpu
     tpu: bool = False
     onednn_max_isa: str = ""  # ONEDNN_MAX_CPU_ISA, if set
+    onednn: bool = None  # whether TensorFlow runs oneDNN's CPU kernels (None: not known)
 
     def describe(self):
         """One line for logs and result files, e.g. 'AMD EPYC 9R14, 2 cores, flags avx2 fma avx512_bf16'."""
@@ -63,6 +69,8 @@ class Hardware:
                  f"flags {' '.join(self.cpu_flags) or 'none of ' + ', '.join(RELEVANT_CPU_FLAGS[:4])}"]
         if self.onednn_max_isa:
             parts.append(f"ONEDNN_MAX_CPU_ISA={self.onednn_max_isa}")
+        if self.onednn is False:
+            parts.append("TensorFlow without oneDNN")
         parts += [f"GPU {gpu.name} (compute capability {'.'.join(map(str, gpu.compute_capability or ('?',)))})"
                   for gpu in self.gpus]
         if self.tpu:
@@ -77,6 +85,15 @@ class Hardware:
         """The inverse of `to_dict`, also after a JSON round trip."""
         gpus = tuple(Gpu(gpu["name"], tuple(gpu["compute_capability"] or ()) or None) for gpu in values["gpus"])
         return cls(**{**values, "cpu_flags": tuple(values["cpu_flags"]), "gpus": gpus})
+
+    def onednn_advice(self):
+        """A line for the user when this process computes on the CPU without oneDNN's kernels
+        (Eigen's run attention's batched products 3-6x slower on AVX2), else ""."""
+        if self.onednn is not False or self.gpus or self.tpu or "avx2" not in self.cpu_flags:
+            return ""
+        return ("TensorFlow runs without oneDNN here (TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was imported before "
+                "kerasbert): training and inference take about 1.5x longer on this CPU; import kerasbert first or "
+                "set TF_ENABLE_ONEDNN_OPTS=1")
 
     @property
     def cpu_computes_bf16(self):
@@ -122,9 +139,10 @@ def choose_precision(requested, hardware):
                                   "is slower than float32")
 
 
-def detect_hardware(strategy=None):
-    """The CPU (model, flags, cores), the visible GPUs, and whether `strategy` (default:
-    the one in scope) runs on TPUs.
+def detect_hardware(strategy=None, warn=False):
+    """The CPU (model, flags, cores), the visible GPUs, whether `strategy` (default: the one in
+    scope) runs on TPUs, and whether TensorFlow runs oneDNN's kernels (`warn`: a Python warning
+    when their absence slows this CPU down).
 
     Lists physical devices only, so it can run before a strategy is created.
     """
@@ -137,7 +155,21 @@ def detect_hardware(strategy=None):
         gpus.append(Gpu(details.get("device_name", device.name), details.get("compute_capability")))
     strategy = strategy or tf.distribute.get_strategy()
     tpu = isinstance(strategy, tf.distribute.TPUStrategy) or bool(tf.config.list_physical_devices("TPU"))
-    return Hardware(model, flags, os.cpu_count() or 1, tuple(gpus), tpu, os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+    hardware = Hardware(model, flags, os.cpu_count() or 1, tuple(gpus), tpu, os.environ.get("ONEDNN_MAX_CPU_ISA", ""),
+                        onednn_is_on())
+    if warn and hardware.onednn_advice():
+        warnings.warn(hardware.onednn_advice(), stacklevel=3)
+    return hardware
+
+
+def onednn_is_on():
+    """Whether this TensorFlow computes with oneDNN's CPU kernels (fixed when it loaded), or None
+    if its build does not say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def read_cpu_info(path="/proc/cpuinfo"):

@@ -117,8 +117,8 @@ class TextClassifier(CompiledInferenceSteps, ShapeRelaxedSteps, keras_hub.models
             load_weights: load the preset's weights (False: random ones).
         """
         path = resolve_preset(preset)
-        hardware = detect_hardware() if precision == "auto" else None  # an explicit choice needs no look
-        dtype = choose_precision(precision, hardware).policy
+        # An explicit choice needs no look at the machine.
+        dtype = choose_precision(precision, detect_hardware(warn=True) if precision == "auto" else None).policy
         backbone_options = {} if backbone_dropout is None else {"dropout": backbone_dropout}
         try:
             preprocessor = ReviewPreprocessor.from_preset(path, sequence_length=sequence_length,

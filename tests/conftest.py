@@ -17,6 +17,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import kerasbert  # noqa: E402,F401  (before any test imports TensorFlow: the kernels users' runs get)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DATA = pathlib.Path(os.environ.get("KERASBERT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TFDS_DIR = SHARED_DATA / "tensorflow_datasets"

@@ -1,5 +1,9 @@
+import dataclasses
 import json
 import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -111,3 +115,38 @@ def test_onednn_isa_cap_is_read_from_the_environment(monkeypatch):
     machine = detect_hardware()
     assert machine.onednn_max_isa == "AVX2" and "ONEDNN_MAX_CPU_ISA=AVX2" in machine.describe()
     assert choose_precision("auto", machine).name == "off"
+
+
+def test_a_cpu_without_onednn_gets_advice_and_one_with_it_none():
+    without = dataclasses.replace(ZEN3, onednn=False)
+    assert "TF_ENABLE_ONEDNN_OPTS=1" in without.onednn_advice()
+    assert "TensorFlow without oneDNN" in without.describe()
+    assert Hardware.from_dict(json.loads(json.dumps(without.to_dict()))) == without
+    for fine in (dataclasses.replace(ZEN3, onednn=True), ZEN3, dataclasses.replace(without, gpus=(T4,)),
+                 dataclasses.replace(GRAVITON3, onednn=False)):
+        assert fine.onednn_advice() == ""
+    assert "oneDNN" not in dataclasses.replace(ZEN3, onednn=True).describe()
+
+
+ONEDNN_PROBE = """
+import warnings
+import kerasbert
+import tensorflow
+from kerasbert.hardware import detect_hardware
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    machine = detect_hardware(warn=True)
+print(machine.onednn, len(caught))
+"""
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="kerasbert turns oneDNN on for x86 CPUs")
+@pytest.mark.parametrize("setting, expected", [(None, "True 0"), ("0", "False 1"), ("1", "True 0")])
+def test_importing_kerasbert_first_turns_on_onednn_unless_the_user_said_otherwise(setting, expected):
+    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        environment["TF_ENABLE_ONEDNN_OPTS"] = setting
+    probe = subprocess.run([sys.executable, "-c", ONEDNN_PROBE], env=environment, capture_output=True, text=True,
+                           timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split("\n")[-2] == expected  # a process without oneDNN on this AVX2+ CPU also warns

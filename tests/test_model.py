@@ -59,7 +59,7 @@ def test_missing_or_corrupt_model_file(tmp_path):
     (Hardware(gpus=(Gpu("Tesla T4", (7, 5)),)), "mixed_float16", True),
 ])
 def test_auto_precision_builds_and_compiles_for_the_hardware(preset_path, monkeypatch, machine, policy, loss_scaling):
-    monkeypatch.setattr(model, "detect_hardware", lambda: machine)
+    monkeypatch.setattr(model, "detect_hardware", lambda warn: machine)
     classifier = TextClassifier.from_preset(preset_path, num_classes=2, sequence_length=32)
     assert classifier.dtype_policy.name == policy
     assert classifier.backbone.dtype_policy.name == policy

@@ -24,9 +24,8 @@ import time
 from kerasbert import data, distribution, files, streaming
 from kerasbert.adaptation import ReviewMaskedLM
 from kerasbert.errors import KerasbertError
-from kerasbert.hardware import choose_precision, detect_hardware
 from kerasbert.job import faults, resume, rundir
-from kerasbert.job.training import ResumableJob
+from kerasbert.job.training import ResumableJob, announce_machine
 from kerasbert.optimizers import adamw_with_warmup
 from kerasbert.presets import ADAPTED_PRESET_FILE, resolve_preset
 from kerasbert.progress import minutes, phase
@@ -44,10 +43,7 @@ def adapt(config):
     files.check_can_create(config.output, "--output folder")
     with faults.TerminationNotice() as notice:
         strategy = distribution.make_strategy(config.strategy, config.logical_cpu_devices)
-        hardware = detect_hardware(strategy)
-        precision = choose_precision(config.mixed_precision, hardware)
-        phase(f"on {hardware.describe()}")
-        phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
+        precision = announce_machine(strategy, config.mixed_precision)[1]
         phase(f"resolving preset {config.preset}")
         resolve_preset(config.preset)
         phase(f"{'streaming' if config.streaming else 'reading'} {config.splits} of {config.dataset}")

@@ -230,16 +230,24 @@ def train_and_evaluate(config):
         return run_on(strategy, config, task, notice, started)
 
 
+def announce_machine(strategy, mixed_precision):
+    """This machine's `Hardware` and the precision `mixed_precision` makes of it, both printed."""
+    hardware = detect_hardware(strategy)
+    precision = choose_precision(mixed_precision, hardware)
+    phase(f"on {hardware.describe()}")
+    if hardware.onednn_advice():
+        phase(hardware.onednn_advice())
+    phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
+    return hardware, precision
+
+
 def run_on(strategy, config, task, notice, started):
     """`train_and_evaluate` once the strategy is made."""
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise KerasbertError(f"--batch-size {config.batch_size} does not divide over {replicas} replicas "
                              f"(use a multiple of {replicas})")
-    hardware = detect_hardware(strategy)
-    precision = choose_precision(config.mixed_precision, hardware)
-    phase(f"on {hardware.describe()}")
-    phase(f"compute precision {precision.name} ({precision.policy}): {precision.reason}")
+    hardware, precision = announce_machine(strategy, config.mixed_precision)
     run_dir = rundir.choose_run_directory(config, task)
     if config.overwrite and os.path.isdir(run_dir.backup_dir):
         phase(f"--overwrite: discarding the backup in {run_dir} and starting over")
