@@ -32,8 +32,16 @@ def extract(revision, folder):
     subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
 
 
+def revision_environment(folder):
+    """This process's environment as it started (kerasbert's import adds defaults that an older
+    revision would not set), running the revision in `folder`."""
+    from machine import STARTED_ENVIRONMENT
+
+    return {**STARTED_ENVIRONMENT, "PYTHONPATH": folder, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
 def run(folder, train_args, seed, output):
-    environment = {**os.environ, "PYTHONPATH": folder, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    environment = revision_environment(folder)
     command = [sys.executable, os.path.join(folder, "train.py"), *train_args, "--seed", str(seed),
                "--output-dir", output]
     completed = subprocess.run(command, env=environment, capture_output=True, text=True)
@@ -49,7 +57,7 @@ def run_throughput(folder, reviews, length):
     """(training, inference) sequences/s of the kerasbert worker of the revision in `folder`."""
     job = {"mode": "throughput", "reviews": reviews, "length": length, "options": {}, "batch_size": 16,
            "eval_batch_size": 64}
-    environment = {**os.environ, "PYTHONPATH": folder, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    environment = revision_environment(folder)
     command = [sys.executable, os.path.join(folder, "benchmarks", "versus_hugging_face.py"), "--worker", "kerasbert",
                "--job", json.dumps(job)]
     completed = subprocess.run(command, env=environment, capture_output=True, text=True)

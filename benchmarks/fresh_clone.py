@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from default_run import measure_table, run_table
-from machine import append_results, results_heading
+from machine import STARTED_ENVIRONMENT, append_results, results_heading
 
 from kerasbert.files import read_json
 
@@ -81,9 +81,10 @@ def main():
 
 
 def user_environment():
-    """This process's environment without an activated virtual environment or a data directory,
-    as a user's shell on a fresh clone has it."""
-    environment = {name: value for name, value in os.environ.items() if name not in ("VIRTUAL_ENV", "TFDS_DATA_DIR")}
+    """This process's environment as it started (before kerasbert's defaults), without an activated
+    virtual environment or a data directory, as a user's shell on a fresh clone has it."""
+    environment = {name: value for name, value in STARTED_ENVIRONMENT.items()
+                   if name not in ("VIRTUAL_ENV", "TFDS_DATA_DIR")}
     if "VIRTUAL_ENV" in os.environ:
         venv_bin = os.path.join(os.environ["VIRTUAL_ENV"], "bin")
         environment["PATH"] = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)

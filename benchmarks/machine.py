@@ -7,10 +7,14 @@ import os
 import shlex
 import sys
 
-import kerasbert  # noqa: F401  (before TensorFlow: it may turn on oneDNN, as in a user's run)
-import tensorflow as tf
+# The environment this benchmark started in, before kerasbert's import sets defaults of its own
+# (TF_ENABLE_ONEDNN_OPTS): what a run of another revision must get.
+STARTED_ENVIRONMENT = dict(os.environ)
 
-from kerasbert.hardware import detect_hardware
+import kerasbert  # noqa: E402,F401  (before TensorFlow: it may turn on oneDNN, as in a user's run)
+import tensorflow as tf  # noqa: E402
+
+from kerasbert.hardware import detect_hardware  # noqa: E402
 
 # Environment variables that cap the instruction sets of TensorFlow's oneDNN and XLA (--xla_cpu_max_isa),
 # PyTorch's ATen and MKL.
