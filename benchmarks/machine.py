@@ -29,7 +29,7 @@ def append_results(path, lines):
 
 
 def results_heading():
-    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if name in os.environ]
+    caps = [f"{name}={STARTED_ENVIRONMENT[name]}" for name in ISA_CAPS if name in STARTED_ENVIRONMENT]
     command = shlex.join(caps + ["python", *sys.argv])
     return (f"\n## {datetime.date.today()} on {detect_hardware().describe()}; TensorFlow {tf.__version__}\n\n"
             f"Command: `{command}`\n")

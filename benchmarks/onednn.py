@@ -2,8 +2,8 @@
 MiniLM's projections (forward, input and weight gradients) and attention's batched products
 (scores and weighted sum) at the encoder's shapes, and 2048 x 2048.
 
-TensorFlow's x86 builds run oneDNN's kernels by default only on CPUs with AVX-512 VNNI or
-newer; elsewhere Eigen's, unless TF_ENABLE_ONEDNN_OPTS=1 is set before TensorFlow loads,
+On Linux, TensorFlow runs oneDNN's kernels by default only on CPUs with VNNI, bf16 or AMX
+instructions (Cascade Lake, Alder Lake, Zen 4 and newer); elsewhere Eigen's, unless TF_ENABLE_ONEDNN_OPTS=1 is set before TensorFlow loads,
 which importing kerasbert first does. Each setting runs in its own process (TensorFlow reads
 it once), alternating, `--rounds` times; the median counts.
 

@@ -23,8 +23,8 @@ so `keras.saving.load_model` reads a saved `TextClassifier` back:
     keras.saving.load_model("runs/latest/model.keras").classify(["A wonderful film."])
 
 The command line (`train.py --help`, bad option values) answers before TensorFlow loads.
-Import kerasbert before TensorFlow or Keras: on x86 CPUs without AVX-512 that lets it turn on
-TensorFlow's oneDNN kernels, 1.5x faster training and inference there (`kerasbert.hardware`).
+Import kerasbert before TensorFlow or Keras: on x86 CPUs where TensorFlow leaves its oneDNN
+kernels off (Zen 2/3, Skylake and older) that lets kerasbert turn them on (`kerasbert.hardware`).
 """
 
 import functools
@@ -36,10 +36,11 @@ import sys
 # TensorFlow's C++ start-up chatter (CUDA probing, CPU feature notes) is noise
 # for users; real errors still reach them as Python exceptions.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow's x86 builds use oneDNN's kernels by default only on CPUs with AVX-512 VNNI or newer;
-# on AVX2 CPUs (Zen 2/3, most laptops) Eigen's then run attention's batched matrix products 3-6x
-# slower (benchmarks/onednn.md). TensorFlow reads this once, as it loads: it holds when kerasbert
-# is imported first. TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's; `detect_hardware` reports which runs.
+# On Linux, TensorFlow uses oneDNN's kernels by default only on CPUs with VNNI, bf16 or AMX
+# instructions (Cascade Lake, Alder Lake, Zen 4 and newer); on the others (Zen 2/3, Skylake and
+# older Intel) Eigen's run attention's batched matrix products several times slower
+# (benchmarks/onednn.md). TensorFlow reads this once, as it loads: it holds when kerasbert is
+# imported first. TF_ENABLE_ONEDNN_OPTS=0 keeps Eigen's; `detect_hardware` reports which runs.
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

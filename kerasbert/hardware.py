@@ -17,7 +17,7 @@ On a CPU whose oneDNN is capped below its bf16 instructions
 could not use them.
 
 On x86 CPUs TensorFlow computes with oneDNN's kernels, which kerasbert turns on
-where TensorFlow would not (CPUs without AVX-512 VNNI) when it is imported before
+where TensorFlow would not (x86 CPUs without VNNI, bf16 or AMX) when it is imported before
 TensorFlow; `Hardware.onednn_advice` says when a process runs without them.
 
 Example:

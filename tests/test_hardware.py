@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from kerasbert import hardware
 from kerasbert.hardware import Gpu, Hardware, choose_precision, detect_hardware, read_cpu_info
+from tests.conftest import ROOT, TFDS_DIR
 
 ZEN3 = Hardware("AMD EPYC 7R13 Processor", ("avx", "avx2", "fma"), 2)
 ZEN4 = Hardware("AMD EPYC 9R14 Processor", ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"), 2)
@@ -150,3 +151,15 @@ def test_importing_kerasbert_first_turns_on_onednn_unless_the_user_said_otherwis
                            timeout=300)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split("\n")[-2] == expected  # a process without oneDNN on this AVX2+ CPU also warns
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="kerasbert turns oneDNN on for x86 CPUs")
+def test_a_run_without_onednn_names_it_and_the_fix(tmp_path):
+    # The machine lines come before the preset is resolved: a missing preset ends the run right after them.
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--preset", str(tmp_path / "missing"),
+                          "--output-dir", str(tmp_path / "run"), "--data-dir", str(TFDS_DIR)],
+                         env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    machine = next(index for index, line in enumerate(lines) if "] on " in line)
+    assert lines[machine].endswith("TensorFlow without oneDNN") and "set TF_ENABLE_ONEDNN_OPTS=1" in lines[machine + 1]
