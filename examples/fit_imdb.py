@@ -8,7 +8,8 @@ Reads tfds `imdb_reviews` from $TFDS_DATA_DIR (`make` points it at ../shared/dat
 
 import sys
 
-import kerasbert.deploy  # before Keras: on AVX2 CPUs it turns on TensorFlow's oneDNN kernels
+# kerasbert before Keras: on AVX2 CPUs it turns on TensorFlow's oneDNN kernels
+import kerasbert.deploy
 
 import keras
 

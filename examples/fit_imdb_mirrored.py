@@ -6,7 +6,8 @@ here, the CPU split into two logical devices), a global batch of 16.
 
 import sys
 
-import kerasbert  # before TensorFlow: on AVX2 CPUs it turns on TensorFlow's oneDNN kernels
+# kerasbert before TensorFlow: on AVX2 CPUs it turns on TensorFlow's oneDNN kernels
+import kerasbert
 
 import keras
 import tensorflow as tf

@@ -55,6 +55,9 @@ def test_examples_stay_short_and_use_public_names_only():
         assert deployed <= set(kerasbert.deploy.__all__), deployed
         imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
         assert all(line in ("import kerasbert", "import kerasbert.deploy") for line in imports if "kerasbert" in line)
+        # kerasbert first: it may turn on TensorFlow's oneDNN kernels, read once as TensorFlow loads.
+        frameworks = [line.split()[1].split(".")[0] for line in imports if line.split()[1].startswith(("kera", "tensorflow"))]
+        assert frameworks[0] == "kerasbert", frameworks
     code_lines = [line for line in (ROOT / "examples" / "fit_imdb.py").read_text().split('"""', 2)[2].splitlines()
                   if line.strip() and not line.strip().startswith("#")]
     assert len(code_lines) <= 12, code_lines
