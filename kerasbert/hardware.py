@@ -88,11 +88,11 @@ class Hardware:
 
     def onednn_advice(self):
         """A line for the user when this process computes on the CPU without oneDNN's kernels
-        (Eigen's run attention's batched products 3-6x slower on AVX2), else ""."""
+        (Eigen's ran attention's batched products 3.5-4.5x slower on a Zen 3), else ""."""
         if self.onednn is not False or self.gpus or self.tpu or "avx2" not in self.cpu_flags:
             return ""
         return ("TensorFlow runs without oneDNN here (TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was imported before "
-                "kerasbert): training and inference take about 1.5x longer on this CPU; import kerasbert first or "
+                "kerasbert): training and inference take about 1.3-1.4x longer on this CPU; import kerasbert first or "
                 "set TF_ENABLE_ONEDNN_OPTS=1")
 
     @property
