@@ -13,8 +13,11 @@ With `--throughput LENGTH`, each revision's own `benchmarks/versus_hugging_face.
 measures kerasbert's training and inference sequences/s at LENGTH tokens instead, timed on a
 second pass over the same real train reviews: the steady state of a long run, once every batch
 shape has been traced and compiled (a short `train.py` run also pays that compilation).
+Workers older than 9e2cc93 timed a first pass after three warm-up steps; with `--this-worker`,
+this checkout's worker measures both revisions' libraries the same way (a revision since
+`TextClassifier.from_preset`, e267766).
 
-    python benchmarks/compare_revisions.py 5b2cca0 HEAD --rounds 2 --throughput 512
+    python benchmarks/compare_revisions.py 5b2cca0 HEAD --rounds 2 --throughput 512 --this-worker
 """
 
 import argparse
@@ -53,12 +56,13 @@ def run(folder, train_args, seed, output):
             "eval": metrics["timing"]["eval_sequences_per_second"]}
 
 
-def run_throughput(folder, reviews, length):
-    """(training, inference) sequences/s of the kerasbert worker of the revision in `folder`."""
+def run_throughput(folder, reviews, length, worker_root):
+    """(training, inference) sequences/s of the revision in `folder`, measured by the kerasbert
+    worker of the checkout in `worker_root`."""
     job = {"mode": "throughput", "reviews": reviews, "length": length, "options": {}, "batch_size": 16,
            "eval_batch_size": 64}
     environment = revision_environment(folder)
-    command = [sys.executable, os.path.join(folder, "benchmarks", "versus_hugging_face.py"), "--worker", "kerasbert",
+    command = [sys.executable, os.path.join(worker_root, "benchmarks", "versus_hugging_face.py"), "--worker", "kerasbert",
                "--job", json.dumps(job)]
     completed = subprocess.run(command, env=environment, capture_output=True, text=True)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -77,6 +81,8 @@ def main():
     parser.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "compare_revisions.md"))
     parser.add_argument("--throughput", type=int, metavar="LENGTH",
                         help="Measure second-pass throughput at LENGTH tokens instead of running train.py.")
+    parser.add_argument("--this-worker", action="store_true",
+                        help="With --throughput: this checkout's worker measures both revisions.")
     parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR", ""), help="With --throughput.")
     args, train_args = parser.parse_known_args()
     train_args = [arg for arg in train_args if arg != "--"]
@@ -100,13 +106,15 @@ def main():
         for seed in seeds:
             for revision in (args.before, args.after):
                 output = os.path.join(work, "runs", f"{revision.replace('/', '_')}-seed{seed}-round{round_number}")
-                measured = (run_throughput(folders[revision], reviews, args.throughput) if args.throughput
+                worker_root = ROOT if args.this_worker else folders[revision]
+                measured = (run_throughput(folders[revision], reviews, args.throughput, worker_root) if args.throughput
                             else run(folders[revision], train_args, seed, output))
                 result = {"revision": revision, "seed": seed, "round": round_number, **measured}
                 rows.append(result)
                 print(json.dumps(result), flush=True)
     measurement = (f"Second-pass throughput at {args.throughput} tokens (320 real train reviews, batch 16; inference 640, "
-                   f"batch 64), measured by each revision's own versus_hugging_face.py worker" if args.throughput
+                   f"batch 64), measured by {'this checkout' if args.this_worker else 'each revision'}'s "
+                   f"versus_hugging_face.py worker" if args.throughput
                    else f"`train.py {' '.join(train_args)}` on each revision")
     lines = [results_heading(), f"{measurement}, the revisions alternating.\n",
              "| revision | seed | round | test accuracy | train seq/s | eval seq/s |", "|---|---|---|---|---|---|"]
