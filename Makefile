@@ -40,10 +40,11 @@ quick: setup
 	$(PYTHON) train.py --quick $(ARGS)
 
 # Two workers, one test file each: most tests wait on one thread (start-up, tracing,
-# subprocesses), so two halve the wall time of the suite on a 2-core machine.
+# subprocesses), so two halve the wall time of the suite on a 2-core machine. The longest
+# files go first (tests/conftest.py), each worker taking the next file as it nears the end of one.
 TEST_WORKERS ?= 2
 test: setup
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(ARGS)
 
 # kerasbert against Hugging Face + PyTorch (adds torch and transformers to .venv; benchmarks only).
 bench-hf: setup

@@ -39,12 +39,23 @@ def needs_shared_data(item):
     return function is not None and any(name in inspect.getsource(function) for name in DATA_NAMES)
 
 
+# The files that take longest, longest first (`--durations` of the whole suite on a 2-core Zen 4,
+# benchmarks/suite_time.md). `make test` runs them first and hands each xdist worker the next file
+# only when it is nearly done (`--dist loadfile --no-loadscope-reorder`), so no long file starts
+# last and ends the run on one worker while the other idles.
+LONGEST_FILES = ("test_export.py", "test_faults.py", "test_readme.py", "test_distribution.py", "test_training.py",
+                 "test_examples.py", "test_streamed_training.py", "test_adaptation.py", "test_task.py",
+                 "test_crash_points.py", "test_docstrings.py", "test_model.py", "test_monitoring.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if needs_shared_data(item):
             item.add_marker(pytest.mark.shared_data)
         if item.get_closest_marker("shared_data") or set(item.fixturenames) & WEIGHTS_FIXTURES:
             item.add_marker(pytest.mark.slow)
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def pytest_runtest_setup(item):
