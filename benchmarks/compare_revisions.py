@@ -56,10 +56,10 @@ def run(folder, train_args, seed, output):
             "eval": metrics["timing"]["eval_sequences_per_second"]}
 
 
-def run_throughput(folder, reviews, length, worker_root):
+def run_throughput(folder, reviews, length, worker_root, options):
     """(training, inference) sequences/s of the revision in `folder`, measured by the kerasbert
-    worker of the checkout in `worker_root`."""
-    job = {"mode": "throughput", "reviews": reviews, "length": length, "options": {}, "batch_size": 16,
+    worker of the checkout in `worker_root` with TrainConfig `options`."""
+    job = {"mode": "throughput", "reviews": reviews, "length": length, "options": options, "batch_size": 16,
            "eval_batch_size": 64}
     environment = revision_environment(folder)
     command = [sys.executable, os.path.join(worker_root, "benchmarks", "versus_hugging_face.py"), "--worker", "kerasbert",
@@ -83,6 +83,9 @@ def main():
                         help="Measure second-pass throughput at LENGTH tokens instead of running train.py.")
     parser.add_argument("--this-worker", action="store_true",
                         help="With --throughput: this checkout's worker measures both revisions.")
+    parser.add_argument("--options", default="{}", type=json.loads,
+                        help="With --throughput: TrainConfig fields as JSON, e.g. '{\"backbone_dropout\": 0.0}' "
+                             "(the worker's default is the checkpoint's dropout, 0.1).")
     parser.add_argument("--data-dir", default=os.environ.get("TFDS_DATA_DIR", ""), help="With --throughput.")
     args, train_args = parser.parse_known_args()
     train_args = [arg for arg in train_args if arg != "--"]
@@ -107,14 +110,16 @@ def main():
             for revision in (args.before, args.after):
                 output = os.path.join(work, "runs", f"{revision.replace('/', '_')}-seed{seed}-round{round_number}")
                 worker_root = ROOT if args.this_worker else folders[revision]
-                measured = (run_throughput(folders[revision], reviews, args.throughput, worker_root) if args.throughput
+                measured = (run_throughput(folders[revision], reviews, args.throughput, worker_root, args.options)
+                            if args.throughput
                             else run(folders[revision], train_args, seed, output))
                 result = {"revision": revision, "seed": seed, "round": round_number, **measured}
                 rows.append(result)
                 print(json.dumps(result), flush=True)
     measurement = (f"Second-pass throughput at {args.throughput} tokens (320 real train reviews, batch 16; inference 640, "
                    f"batch 64), measured by {'this checkout' if args.this_worker else 'each revision'}'s "
-                   f"versus_hugging_face.py worker" if args.throughput
+                   f"versus_hugging_face.py worker{f', options {json.dumps(args.options)}' if args.options else ''}"
+                   if args.throughput
                    else f"`train.py {' '.join(train_args)}` on each revision")
     lines = [results_heading(), f"{measurement}, the revisions alternating.\n",
              "| revision | seed | round | test accuracy | train seq/s | eval seq/s |", "|---|---|---|---|---|---|"]
